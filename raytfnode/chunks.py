@@ -1,0 +1,366 @@
+"""Chunk encoding: rows <-> columnar numpy chunks. Pure functions, no Ray.
+
+A :class:`Chunk` holds a run of rows as columns: one numpy array per column
+(``(n,)`` for scalars, ``(n, d1, ...)`` for fixed-shape arrays) or, for values
+that are not numeric (strings, dicts, ``None``-first columns), a plain list.
+Chunks travel through the Ray object store as one object each, so feeding
+costs one ``ray.put`` per chunk instead of one pickled call per row.
+
+What :meth:`Chunk.rows` gives back (the ``next_batch`` row format):
+
+* a scalar row (``3``, ``2.5``) comes back as the same Python scalar;
+* a list of numbers (``[0.1, 0.2]``) comes back as a list of Python numbers;
+* a numpy array row comes back as a read-only numpy array of the same shape
+  and dtype (a view into the chunk);
+* a tuple (or ``pyspark.sql.Row``) comes back as a plain tuple whose fields
+  follow the rules above; a list of mixed fields comes back as a list;
+* anything else comes back as the object itself.
+
+The kind of each column is fixed by the chunk's first row; a later row that
+does not match (another length, another shape, ``None`` in a numeric column)
+is rejected with :class:`raytfnode.errors.BadInputError` naming the row and
+the column, instead of being silently converted.
+"""
+import numbers
+
+import numpy as np
+
+from .errors import BadInputError
+
+SCALAR = "scalar"   # numeric scalars -> 1-D array, rows as Python scalars
+LIST = "list"       # lists/tuples of numbers -> N-D array, rows as (nested) lists
+NDARRAY = "ndarray"  # numpy arrays -> N-D array, rows as numpy arrays
+OBJECT = "object"   # anything else -> list, rows as the objects themselves
+
+SINGLE = "single"   # the row is one value (one column)
+TUPLE = "tuple"     # the row is a tuple of fields
+FIELDS = "fields"   # the row is a list of fields (not all numbers)
+
+
+class Chunk:
+    """A run of rows stored as columns.
+
+    Attributes:
+      :columns: tuple of columns, each a numpy array or a list, all of length ``num_rows``.
+      :kinds: tuple of column kinds (``'scalar'``, ``'list'``, ``'ndarray'``, ``'object'``).
+      :row_kind: ``'single'``, ``'tuple'`` or ``'fields'``: how rows are rebuilt.
+      :names: tuple of column names, or ``None`` when the source had none.
+      :num_rows: number of rows.
+    """
+
+    __slots__ = ("columns", "kinds", "row_kind", "names", "num_rows")
+
+    def __init__(self, columns, kinds, row_kind, names=None):
+        self.columns = tuple(columns)
+        self.kinds = tuple(kinds)
+        self.row_kind = row_kind
+        self.names = tuple(names) if names is not None else None
+        self.num_rows = len(self.columns[0]) if self.columns else 0
+
+    def __len__(self):
+        return self.num_rows
+
+    def __repr__(self):
+        return "Chunk(num_rows={}, kinds={}, row_kind={!r}, names={})".format(
+            self.num_rows, self.kinds, self.row_kind, self.names)
+
+    def __reduce__(self):
+        return (Chunk, (self.columns, self.kinds, self.row_kind, self.names))
+
+    @property
+    def nbytes(self):
+        """Approximate size in bytes (exact for numeric columns)."""
+        total = 0
+        for column in self.columns:
+            total += column.nbytes if isinstance(column, np.ndarray) else 64 * len(column)
+        return total
+
+    def slice(self, start, stop):
+        """Rows ``start:stop`` as a new chunk (numpy columns are views, no copy)."""
+        return Chunk([c[start:stop] for c in self.columns], self.kinds, self.row_kind, self.names)
+
+    def rows(self, start=0, stop=None):
+        """Rows ``start:stop`` in the row format described in the module docstring."""
+        stop = self.num_rows if stop is None else stop
+        values = [_column_values(c[start:stop], kind) for c, kind in zip(self.columns, self.kinds)]
+        if self.row_kind == SINGLE:
+            return values[0]
+        if self.row_kind == TUPLE:
+            return list(zip(*values))
+        return [list(row) for row in zip(*values)]
+
+    def arrays(self, start=0, stop=None):
+        """Columns ``start:stop`` as numpy arrays (object columns become object arrays)."""
+        stop = self.num_rows if stop is None else stop
+        out = []
+        for column in self.columns:
+            part = column[start:stop]
+            if not isinstance(part, np.ndarray):
+                array = np.empty(len(part), dtype=object)
+                array[:] = part
+                part = array
+            out.append(part)
+        return tuple(out)
+
+    def column_index(self, name, position=None):
+        """Index of column ``name``; with no names, ``position`` (the sorted-name order) is used."""
+        if self.names is not None:
+            try:
+                return self.names.index(name)
+            except ValueError:
+                raise BadInputError(
+                    "input_mapping names column {!r}, but the data has columns {}; "
+                    "change input_mapping to use these names".format(name, list(self.names))) from None
+        if position is None or position >= len(self.columns):
+            raise BadInputError(
+                "input_mapping names {} columns but each row has {} fields; rows of an RDD map to "
+                "input_mapping's columns in sorted name order".format(
+                    (position or 0) + 1, len(self.columns)))
+        return position
+
+
+def _column_values(column, kind):
+    if kind in (SCALAR, LIST):
+        return column.tolist()
+    if kind == NDARRAY:
+        return list(column)
+    return list(column)
+
+
+def _is_number(value):
+    return isinstance(value, (numbers.Number, np.number, np.bool_)) and not isinstance(value, complex)
+
+
+def _kind_of(value):
+    if isinstance(value, np.ndarray):
+        return NDARRAY if value.dtype != object else OBJECT
+    if _is_number(value):
+        return SCALAR
+    if isinstance(value, (list, tuple)) and value and all(_is_number(v) for v in value):
+        return LIST
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, (list, tuple)) and v and all(_is_number(x) for x in v) for v in value):
+        return LIST
+    return OBJECT
+
+
+def row_layout(row):
+    """How a row is split into columns: ``(row_kind, kinds, names)`` from one example row."""
+    names = getattr(row, "__fields__", None) or getattr(row, "_fields", None)
+    if isinstance(row, tuple):
+        return TUPLE, tuple(_kind_of(v) for v in row), tuple(names) if names else None
+    if isinstance(row, list) and row and not all(_is_number(v) for v in row):
+        return FIELDS, tuple(_kind_of(v) for v in row), None
+    return SINGLE, (_kind_of(row),), None
+
+
+def encode_rows(rows, layout=None, where="", first_row_index=0):
+    """Encodes a list of rows into a :class:`Chunk`.
+
+    Args:
+      :rows: a non-empty list of rows (scalars, lists, tuples, numpy arrays or objects).
+      :layout: the ``row_layout`` of the stream the rows come from; taken from
+        ``rows[0]`` when ``None``. Passing the stream's layout keeps every chunk
+        of a partition consistent.
+      :where: text naming the source in errors, e.g. ``"partition 3"``.
+      :first_row_index: index of ``rows[0]`` within that source, for errors.
+
+    Raises:
+      BadInputError: a row whose length, shape or type does not match the layout.
+    """
+    if not rows:
+        raise ValueError("encode_rows needs at least one row")
+    row_kind, kinds, names = layout or row_layout(rows[0])
+    if row_kind == SINGLE:
+        raw_columns = [rows]
+    else:
+        width = len(kinds)
+        lengths = set(map(len, rows))
+        if lengths != {width}:
+            bad = next(i for i, r in enumerate(rows) if len(r) != width)
+            raise BadInputError("{}: row {} has {} fields but the first row has {}; every row must have "
+                                "the same fields".format(_place(where), first_row_index + bad, len(rows[bad]), width))
+        raw_columns = list(zip(*rows)) if width else []
+    columns = []
+    for index, (values, kind) in enumerate(zip(raw_columns, kinds)):
+        label = "column {}".format(names[index] if names else index) if row_kind != SINGLE else "value"
+        columns.append(_encode_column(values, kind, "{} {}".format(_place(where), label).strip(), first_row_index))
+    return Chunk(columns, kinds, row_kind, names)
+
+
+def _place(where):
+    return where or "input"
+
+
+def _encode_column(values, kind, label, first_row_index):
+    if kind == OBJECT:
+        return list(values)
+    if kind == NDARRAY:
+        first = values[0]
+        try:
+            array = np.stack(values)
+        except (ValueError, TypeError):
+            array = None
+        if array is None or array.dtype == object:
+            bad = next(i for i, v in enumerate(values)
+                       if not isinstance(v, np.ndarray) or v.shape != first.shape)
+            got = values[bad]
+            raise BadInputError("{}: row {} is {} but the first row is an array of shape {}; rows of an array "
+                                "column must share one shape (pad or split them)".format(
+                                    label, first_row_index + bad, _describe(got), first.shape))
+        return array
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError):
+        array = None
+    if array is None or array.dtype.kind not in "biuf":
+        if kind == SCALAR:
+            bad = next(i for i, v in enumerate(values) if not _is_number(v))
+            raise BadInputError("{}: row {} is {} in a numeric column; replace missing values before "
+                                "feeding (e.g. DataFrame.fillna) or cast the column".format(
+                                    label, first_row_index + bad, _describe(values[bad])))
+        first_shape = np.shape(values[0])
+        bad = next((i for i, v in enumerate(values) if _bad_number_list(v, first_shape)), 0)
+        raise BadInputError("{}: row {} is {} but the first row is a list of numbers of shape {}; rows of "
+                            "a list column must share one length and hold only numbers".format(
+                                label, first_row_index + bad, _describe(values[bad]), first_shape))
+    return array
+
+
+def _bad_number_list(value, shape):
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        return True
+    return array.shape != shape or array.dtype.kind not in "biuf"
+
+
+def _describe(value):
+    if value is None:
+        return "None"
+    if isinstance(value, np.ndarray):
+        return "an array of shape {}".format(value.shape)
+    if isinstance(value, (list, tuple)):
+        return "a {} of length {}".format(type(value).__name__, len(value))
+    return "{!r} ({})".format(value, type(value).__name__)
+
+
+def rows_per_chunk(example_row, target_bytes, max_rows):
+    """How many rows like ``example_row`` make a chunk of about ``target_bytes``."""
+    size = _row_bytes(example_row)
+    return int(max(1, min(max_rows, target_bytes // max(size, 1))))
+
+
+def _row_bytes(value):
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if _is_number(value):
+        return 8
+    if isinstance(value, (list, tuple)):
+        return sum(_row_bytes(v) for v in value[:64]) * max(1, len(value) / 64.0) if len(value) > 64 else \
+            sum(_row_bytes(v) for v in value)
+    if isinstance(value, (str, bytes)):
+        return len(value) + 32
+    return 64
+
+
+def chunk_rows(row_iter, target_bytes=4 << 20, max_rows=65536, where=""):
+    """Cuts an iterator of rows into chunks of about ``target_bytes``.
+
+    Yields :class:`Chunk` objects. The chunk boundaries depend only on the rows,
+    so iterating the same rows again gives the same chunks (a retried Spark task
+    re-creates the chunks of its failed attempt exactly).
+    """
+    iterator = iter(row_iter)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        return
+    layout = row_layout(first)
+    per_chunk = rows_per_chunk(first, target_bytes, max_rows)
+    buffer = [first]
+    start = 0
+    for row in iterator:
+        buffer.append(row)
+        if len(buffer) >= per_chunk:
+            yield encode_rows(buffer, layout, where, start)
+            start += len(buffer)
+            buffer = []
+    if buffer:
+        yield encode_rows(buffer, layout, where, start)
+
+
+def chunk_from_arrow(batch, where=""):
+    """Encodes a ``pyarrow.RecordBatch`` (or ``Table``) into a :class:`Chunk` without per-row Python work.
+
+    Primitive columns become 1-D arrays; list columns whose rows share one
+    length (nested lists included) become N-D arrays; strings and other
+    types become lists. Nulls are rejected with the column and row named.
+    """
+    import pyarrow as pa
+
+    columns, kinds = [], []
+    names = list(batch.schema.names)
+    for name, column in zip(names, batch.columns):
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        label = "{} column {}".format(_place(where), name)
+        if column.null_count:
+            bad = column.is_null().to_numpy(zero_copy_only=False).nonzero()[0][0]
+            raise BadInputError("{}: row {} is null; replace missing values before feeding "
+                                "(e.g. DataFrame.fillna or dropna)".format(label, int(bad)))
+        array, kind = _arrow_column(column, label)
+        columns.append(array)
+        kinds.append(kind)
+    return Chunk(columns, kinds, TUPLE, names)
+
+
+def _arrow_column(column, label):
+    import pyarrow as pa
+
+    kind_type = column.type
+    if pa.types.is_integer(kind_type) or pa.types.is_floating(kind_type) or pa.types.is_boolean(kind_type):
+        return column.to_numpy(zero_copy_only=False), SCALAR
+    if pa.types.is_list(kind_type) or pa.types.is_large_list(kind_type) or pa.types.is_fixed_size_list(kind_type):
+        shape = []
+        current = column
+        while (pa.types.is_list(current.type) or pa.types.is_large_list(current.type)
+               or pa.types.is_fixed_size_list(current.type)):
+            if pa.types.is_fixed_size_list(current.type):
+                width = current.type.list_size
+            else:
+                offsets = current.offsets.to_numpy()
+                lengths = np.diff(offsets)
+                width = int(lengths[0]) if len(lengths) else 0
+                if len(lengths) and (lengths != width).any():
+                    bad = int(np.nonzero(lengths != width)[0][0])
+                    raise BadInputError("{}: row {} has length {} but the first row has length {}; rows of "
+                                        "an array column must share one shape".format(
+                                            label, bad, int(lengths[bad]), width))
+            if current.flatten().null_count:
+                raise BadInputError("{}: an array holds null elements; fill them before feeding".format(label))
+            shape.append(width)
+            current = current.flatten()
+        if pa.types.is_integer(current.type) or pa.types.is_floating(current.type) or \
+                pa.types.is_boolean(current.type):
+            values = current.to_numpy(zero_copy_only=False)
+            return values.reshape([len(column)] + shape), NDARRAY
+    return column.to_pylist(), OBJECT
+
+
+def concat_chunks(chunks):
+    """Joins chunks of one layout into one chunk (used to build batches across chunk edges)."""
+    if len(chunks) == 1:
+        return chunks[0]
+    first = chunks[0]
+    columns = []
+    for index, kind in enumerate(first.kinds):
+        parts = [c.columns[index] for c in chunks]
+        if kind == OBJECT or not isinstance(parts[0], np.ndarray):
+            merged = []
+            for part in parts:
+                merged.extend(part)
+            columns.append(merged)
+        else:
+            columns.append(np.concatenate(parts))
+    return Chunk(columns, first.kinds, first.row_kind, first.names)

@@ -1,0 +1,81 @@
+"""The cluster's coordinator actor: balanced chunk assignment and the feed-wide terminate flag.
+
+Every chunk of a training feed is split across the fed nodes so that, at any
+moment of an epoch, the nodes' row counts differ by at most one row: each
+node then holds the same number of rows per epoch whatever the partitioning,
+and a synchronous strategy (MultiWorkerMirroredStrategy) sees every worker run
+out of data at the same step. Assignments are remembered per chunk key, so a
+retried producer gets the same split as its failed attempt.
+"""
+import ray
+
+
+def level_split(totals, num_rows):
+    """Splits ``num_rows`` across slots, filling the emptiest first: pure water-filling.
+
+    Args:
+      :totals: rows each slot holds so far (not modified).
+      :num_rows: rows to add.
+
+    Returns:
+      A list with the rows each slot gets; ``max - min`` of the new totals is at
+      most one when it was at most one before.
+    """
+    slots = len(totals)
+    counts = [0] * slots
+    if not slots or num_rows <= 0:
+        return counts
+    order = sorted(range(slots), key=lambda i: (totals[i], i))
+    filled = 0
+    for k in range(1, slots + 1):
+        filled += totals[order[k - 1]]
+        level, extra = divmod(filled + num_rows, k)
+        if k == slots or level < totals[order[k]]:
+            break
+    for rank, i in enumerate(order[:k]):
+        counts[i] = level - totals[i] + (1 if rank < extra else 0)
+    return counts
+
+
+class _Coordinator:
+    """Actor body: chunk assignment and the cluster-wide terminate flag."""
+
+    def __init__(self, num_slots):
+        self.num_slots = num_slots
+        self.totals = {}       # (feed_id, epoch) -> rows per slot
+        self.assigned = {}     # chunk key -> counts per slot
+        self.terminated_by = None
+
+    def assign(self, feed_id, epoch, chunk_key, num_rows):
+        """Rows per slot for one chunk, or ``None`` once a node called terminate()."""
+        if chunk_key in self.assigned:
+            return self.assigned[chunk_key]
+        if self.terminated_by is not None:
+            return None
+        totals = self.totals.setdefault((feed_id, epoch), [0] * self.num_slots)
+        counts = level_split(totals, num_rows)
+        for i, c in enumerate(counts):
+            totals[i] += c
+        self.assigned[chunk_key] = counts
+        return counts
+
+    def terminate(self, node_name):
+        if self.terminated_by is None:
+            self.terminated_by = node_name
+
+    def terminated(self):
+        """The node that called terminate() first, or ``None``."""
+        return self.terminated_by
+
+    def epoch_totals(self, feed_id, epoch):
+        return list(self.totals.get((feed_id, epoch), [0] * self.num_slots))
+
+    def forget(self, feed_id):
+        """Drops the records of a finished feed."""
+        for key in [k for k in self.totals if k[0] == feed_id]:
+            del self.totals[key]
+        for key in [k for k in self.assigned if k[0] == feed_id]:
+            del self.assigned[key]
+
+
+CoordinatorActor = ray.remote(num_cpus=0)(_Coordinator)

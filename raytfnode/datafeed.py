@@ -1,0 +1,328 @@
+"""DataFeed: the TensorFlow side of ``InputMode.SPARK`` feeding.
+
+Reads chunks (not rows) from the node's queue actor, prefetches what comes
+next while the caller works, and slices batches out of columnar chunks.
+"""
+import logging
+
+import numpy as np
+import ray
+from ray.exceptions import ObjectLostError, OwnerDiedError
+
+from .chunks import concat_chunks
+from .errors import BadInputError
+from .feed_queue import CHUNK, END_EPOCH, END_FEED, ITEM
+
+logger = logging.getLogger(__name__)
+
+_TAKE_ENTRIES = 4
+_POLL_SECONDS = 2.0
+
+
+class _EntryReader:
+    """Pulls queue entries in small bulks, one request ahead, and starts fetching chunk objects early."""
+
+    def __init__(self, actor, qname):
+        self._actor = actor
+        self._qname = qname
+        self._buffer = []
+        self._ahead = None
+
+    def _request(self):
+        return self._actor.take.remote(self._qname, _TAKE_ENTRIES, _POLL_SECONDS)
+
+    def next(self):
+        """The next entry, waiting as long as it takes (the producer bounds its own waits)."""
+        while not self._buffer:
+            request = self._ahead if self._ahead is not None else self._request()
+            self._ahead = None
+            entries = ray.get(request)
+            if entries:
+                self._buffer.extend(entries)
+                refs = [e[2][0] for e in entries if e[0] == CHUNK]
+                if refs:  # start pulling the objects to this node while the caller works
+                    ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=True)
+                if entries[-1][0] not in (END_FEED, END_EPOCH):
+                    self._ahead = self._request()
+        return self._buffer.pop(0)
+
+    def push_back(self, entry):
+        self._buffer.insert(0, entry)
+
+    def drain(self):
+        """Returns every entry taken but not handed out, including the request in flight."""
+        if self._ahead is not None:
+            ready, _ = ray.wait([self._ahead], timeout=_POLL_SECONDS + 5)
+            if ready:
+                self._buffer.extend(ray.get(ready[0]))
+            self._ahead = None
+        entries, self._buffer = self._buffer, []
+        return entries
+
+
+class DataFeed:
+    """This class manages the ``InputMode.SPARK`` data feeding process from the perspective of the TensorFlow application.
+
+    Args:
+      :mgr: ``TFManager`` of this node (``ctx.mgr``); any Ray task or actor holding it can build a DataFeed.
+      :train_mode: boolean; ``False`` for inference, where every batch read must be answered with
+        ``batch_results`` and a batch never spans two partitions.
+      :qname_in: name of the queue to read (``'input'``, or another queue given to ``TFCluster.run``).
+      :qname_out: name of the queue for plain-item results (compatibility path).
+      :input_mapping: dictionary of input columns to tensor names; ``next_batch`` then returns a dict
+        ``{tensor_name: array}`` whose entries follow the sorted column names.
+
+    Rows: see :mod:`raytfnode.chunks` for what each row looks like after the trip
+    through the object store (numpy array rows come back as read-only views).
+    """
+
+    def __init__(self, mgr, train_mode=True, qname_in="input", qname_out="output", input_mapping=None):
+        self.mgr = mgr
+        self.train_mode = train_mode
+        self.qname_in = qname_in
+        self.qname_out = qname_out
+        self.done_feeding = False
+        self.input_tensors = [tensor for _, tensor in sorted(input_mapping.items())] if input_mapping else None
+        self._input_columns = sorted(input_mapping) if input_mapping else None
+        self._actor = mgr._actor
+        self._reader = _EntryReader(self._actor, qname_in)
+        self._current = None         # [entry, chunk, position]
+        self._last_pieces = None     # pieces of the last batch read (inference answers)
+        self._last_rows = 0
+        self._answers = {}           # chunk key -> [entry, parts, rows answered]
+        self._epoch_ended = False
+        if input_mapping:
+            self._actor.kv_set.remote("input_mapping:" + qname_in, dict(input_mapping))
+
+    # ------------------------------------------------------------- reading
+
+    def _fetch(self, entry):
+        try:
+            return ray.get(entry[2][0])
+        except (ObjectLostError, OwnerDiedError):
+            logger.warning("chunk %s was lost with its producer; waiting for the retried producer", entry[1])
+            self._actor.report_lost.remote(self.qname_in, entry[1])
+            return None
+
+    def _finish_chunk(self, entry):
+        if self.train_mode:
+            self._actor.ack.remote(self.qname_in, [entry[1]], entry[3])
+
+    def _read(self, batch_size, stop_at_epoch=False):
+        """Reads up to ``batch_size`` rows as pieces ``(entry, chunk, start, stop)`` or ``('item', value)``."""
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+            raise BadInputError("batch_size must be a positive integer, got {!r}".format(batch_size))
+        if not self.train_mode and self._last_pieces:
+            raise BadInputError(
+                "call batch_results() for the previous batch of {} rows before reading the next one "
+                "(inference needs one result per input row)".format(self._last_rows))
+        pieces, count = [], 0
+        while count < batch_size and not self.done_feeding:
+            if self._current is None:
+                entry = self._reader.next()
+                kind = entry[0]
+                if kind == END_FEED:
+                    self.done_feeding = True
+                    self._actor.ack_items.remote(self.qname_in, 1)
+                    break
+                if kind == END_EPOCH:
+                    self._actor.ack_items.remote(self.qname_in, 1)
+                    if stop_at_epoch:
+                        self._epoch_ended = True
+                        break
+                    continue
+                if kind == ITEM:
+                    pieces.append(("item", entry[1]))
+                    count += 1
+                    self._actor.ack_items.remote(self.qname_in, 1)
+                    continue
+                if not self.train_mode and pieces and pieces[-1][0] != "item" and pieces[-1][0][4] != entry[4]:
+                    self._reader.push_back(entry)   # another partition: this batch ends here
+                    break
+                chunk = self._fetch(entry)
+                if chunk is None:
+                    continue
+                self._check_mapping(chunk)
+                self._current = [entry, chunk, 0]
+            entry, chunk, position = self._current
+            take = min(batch_size - count, chunk.num_rows - position)
+            pieces.append((entry, chunk, position, position + take))
+            count += take
+            position += take
+            if position == chunk.num_rows:
+                self._current = None
+                self._finish_chunk(entry)
+                if not self.train_mode and entry[5]:
+                    break  # the partition's last chunk: a batch never spans two partitions
+            else:
+                self._current[2] = position
+        if not self.train_mode:
+            self._last_pieces = pieces if count else None
+            self._last_rows = count
+        return pieces, count
+
+    def _check_mapping(self, chunk):
+        if self._input_columns and chunk.names is not None:
+            missing = [c for c in self._input_columns if c not in chunk.names]
+            if missing:
+                raise BadInputError("input_mapping names column(s) {} that the data does not have; its columns "
+                                    "are {}".format(missing, list(chunk.names)))
+
+    def next_batch(self, batch_size):
+        """Gets a batch of items from the input RDD.
+
+        If multiple tensors are provided per row in the input RDD, e.g. tuple of
+        (tensor1, tensor2, ..., tensorN) and:
+
+        * no ``input_mapping`` was provided to the DataFeed constructor, this will
+          return a list of ``batch_size`` tuples, and the caller is responsible for
+          separating the tensors;
+        * an ``input_mapping`` was provided, this will return a dictionary of N
+          tensors, with tensor names as keys and arrays of length ``batch_size`` as values.
+
+        Note: if the end of the data is reached, this may return with fewer than
+        ``batch_size`` items; in inference mode a batch also ends with its partition.
+
+        Args:
+          :batch_size: number of items to retrieve (a positive integer).
+
+        Returns:
+          A batch of items or a dictionary of tensors.
+        """
+        pieces, _ = self._read(batch_size)
+        if self.input_tensors is not None:
+            return self._as_mapping(pieces)
+        rows = []
+        for piece in pieces:
+            if piece[0] == "item":
+                rows.append(piece[1])
+            else:
+                _, chunk, start, stop = piece
+                rows.extend(chunk.rows(start, stop))
+        return rows
+
+    def next_batch_arrays(self, batch_size, stop_at_epoch=False):
+        """Array-native read: up to ``batch_size`` rows as numpy arrays, without building row objects.
+
+        Returns a dict ``{tensor_name: array}`` with ``input_mapping``; otherwise a
+        tuple with one array per column (tuple rows), or one array (single-value
+        rows). Returns ``None`` when no row is left (end of feed, or with
+        ``stop_at_epoch`` the end of the current epoch).
+        """
+        pieces, count = self._read(batch_size, stop_at_epoch)
+        if not count:
+            return None
+        if self.input_tensors is not None:
+            return self._as_mapping(pieces)
+        chunk = self._merge(pieces)
+        arrays = chunk.arrays()
+        return arrays[0] if chunk.row_kind == "single" else arrays
+
+    def _merge(self, pieces):
+        if any(p[0] == "item" for p in pieces):
+            from .chunks import encode_rows
+            rows = []
+            for piece in pieces:
+                rows.extend([piece[1]] if piece[0] == "item" else piece[1].rows(piece[2], piece[3]))
+            return encode_rows(rows)
+        return concat_chunks([chunk.slice(start, stop) for _, chunk, start, stop in pieces])
+
+    def _as_mapping(self, pieces):
+        if not pieces:
+            return {tensor: np.empty((0,)) for tensor in self.input_tensors}
+        chunk = self._merge(pieces)
+        arrays = chunk.arrays()
+        out = {}
+        for position, (column, tensor) in enumerate(zip(self._input_columns, self.input_tensors)):
+            out[tensor] = arrays[chunk.column_index(column, position)]
+        return out
+
+    def end_of_epoch(self):
+        """True once the last read stopped at an end-of-epoch marker (cleared by the next read)."""
+        return self._epoch_ended
+
+    def epoch_batches(self, batch_size):
+        """Yields array batches (as ``next_batch_arrays``) until the end of the current epoch or feed."""
+        self._epoch_ended = False
+        while True:
+            batch = self.next_batch_arrays(batch_size, stop_at_epoch=True)
+            if batch is None:
+                return
+            yield batch
+            if self._epoch_ended:
+                return
+
+    def should_stop(self):
+        """Check if the feed process was told to stop (end of feed, or a call to ``terminate``)."""
+        return self.done_feeding
+
+    # ------------------------------------------------------------- results
+
+    def batch_results(self, results):
+        """Push a batch of output results to the Spark output RDD of ``TFCluster.inference()``.
+
+        Note: this expects a one-to-one mapping of input to output data, so the
+        length of ``results`` must match the length of the batch read last.
+
+        Args:
+          :results: array of output data for the equivalent batch of input data.
+        """
+        pieces, expected = self._last_pieces or [], self._last_rows if self._last_pieces else 0
+        if self.train_mode and not self._last_pieces:
+            pieces = []
+        if len(results) != expected:
+            raise BadInputError("batch_results got {} results for a batch of {} input rows; return exactly one "
+                                "result per input row".format(len(results), expected))
+        offset = 0
+        for piece in pieces:
+            if piece[0] == "item":
+                self._actor.put_item.remote(self.qname_out, results[offset])
+                offset += 1
+                continue
+            entry, _, start, stop = piece
+            count = stop - start
+            answer = self._answers.setdefault(entry[1], [entry, [], 0])
+            answer[1].append(results[offset:offset + count])
+            answer[2] += count
+            offset += count
+            if answer[2] == entry[3]:
+                del self._answers[entry[1]]
+                values = _join_results(answer[1])
+                tag = entry[4]
+                self._actor.put_results.remote(self.qname_in, entry[1], tag, entry[1][-1], values, entry[3])
+        self._last_pieces = None
+        self._last_rows = 0
+
+    # ---------------------------------------------------------- terminate
+
+    def terminate(self):
+        """Terminate data feeding early.
+
+        Since TensorFlow applications can often terminate on conditions unrelated
+        to the training data (e.g. steps, accuracy), this method signals the data
+        feeding process to ignore any further incoming data: queued data is
+        dropped and the remaining partitions are skipped quickly (``train()``
+        reports them as skipped).
+        """
+        logger.info("terminate() invoked")
+        dropped = ray.get(self._actor.terminate.remote(self.qname_in))
+        unread = self._reader.drain()
+        if self._current is not None:
+            unread.append(self._current[0])
+            self._current = None
+        keys = [entry[1] for entry in unread if entry[0] == CHUNK]
+        if keys:
+            dropped += ray.get(self._actor.skip.remote(self.qname_in, keys))
+        logger.info("dropped %d queued rows", dropped)
+        self.done_feeding = True
+
+
+def _join_results(parts):
+    if len(parts) == 1:
+        part = parts[0]
+        return part if isinstance(part, list) else list(part)
+    joined = []
+    for part in parts:
+        joined.extend(part)
+    return joined
+

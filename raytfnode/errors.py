@@ -1,0 +1,69 @@
+"""Exceptions raised by raytfnode.
+
+Every error a user can meet is one of these types, so a program can catch a
+node failure, a timeout or bad input separately. Messages name the node
+(``worker:1``) or the partition involved and say what to change.
+"""
+
+
+class RayTFNodeError(RuntimeError):
+    """Base class of every raytfnode error."""
+
+
+class NodeError(RayTFNodeError):
+    """A TF node failed: its ``map_fun`` raised, or its actor died.
+
+    Attributes:
+      job_name: the node's role (``chief``, ``worker``, ``ps``, ``evaluator``).
+      task_index: the node's index within its role.
+      remote_traceback: the traceback text from the node's process, or ``None``
+        when the process died without one (killed, out of memory).
+    """
+
+    def __init__(self, job_name, task_index, message, remote_traceback=None):
+        self.job_name = job_name
+        self.task_index = task_index
+        self.remote_traceback = remote_traceback
+        text = "TF node {}:{} failed: {}".format(job_name, task_index, message)
+        if remote_traceback:
+            text += "\n\nRemote traceback of {}:{}:\n{}".format(job_name, task_index, remote_traceback.rstrip())
+        super().__init__(text)
+
+    def __reduce__(self):
+        return (_rebuild_node_error, (self.job_name, self.task_index, self.args[0], self.remote_traceback))
+
+    @property
+    def node(self):
+        """The node's name, ``'<job_name>:<task_index>'``."""
+        return "{}:{}".format(self.job_name, self.task_index)
+
+
+def _rebuild_node_error(job_name, task_index, text, remote_traceback):
+    err = NodeError.__new__(NodeError)
+    err.job_name, err.task_index, err.remote_traceback = job_name, task_index, remote_traceback
+    RuntimeError.__init__(err, text)
+    return err
+
+
+class FeedTimeoutError(RayTFNodeError, TimeoutError):
+    """Feeding waited longer than ``feed_timeout`` on a node that took no data."""
+
+
+class ShutdownTimeoutError(RayTFNodeError, TimeoutError):
+    """``shutdown(timeout=...)`` expired before every ``map_fun`` returned."""
+
+
+class ReservationTimeoutError(RayTFNodeError, TimeoutError):
+    """TF node actors could not all be placed within ``reservation_timeout``."""
+
+
+class BadInputError(RayTFNodeError, ValueError):
+    """Input data or an argument that raytfnode cannot use; the message says what to change."""
+
+
+class ClusterStoppedError(RayTFNodeError):
+    """An operation on a cluster (or a queue of one) that was already shut down."""
+
+
+class FeedError(RayTFNodeError):
+    """Feeding a partition failed for a reason other than a node error."""

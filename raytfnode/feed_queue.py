@@ -1,0 +1,451 @@
+"""The feed queues of one TF node: a Ray actor holding chunk refs, not rows.
+
+One ``_NodeQueues`` actor per TF node holds all of the node's named queues
+(``'input'``, ``'output'``, ``'error'`` and any the user adds), the node's
+state (``running``, ``terminating``, ``stopped``, ``failed``), its key/value
+store (the ``mgr.get``/``mgr.set`` of the documented API), its first error,
+per-key consumption records and routed inference results.
+
+Queue entries are tuples:
+
+* ``(ITEM, value)``: a plain item, put by ``mgr.get_queue(name).put(value)``;
+* ``(CHUNK, key, [ref], num_rows, tag, last)``: a chunk in the object store.
+  ``key`` identifies the chunk across retries, ``tag`` names the inference
+  partition the chunk belongs to (``None`` in training) and ``last`` marks the
+  partition's last chunk;
+* ``(END_EPOCH, feed_id, epoch)`` and ``(END_FEED,)``: markers.
+
+Queues are bounded in bytes: a producer's ``put`` waits while the queue holds
+more than ``max_bytes`` (an empty queue always takes one chunk, so a chunk
+larger than the bound still moves). A chunk key is delivered once: a retried
+producer that puts a key again is told ``'duplicate'`` when the key was
+consumed, and replaces the ref when the first copy was not read yet (its
+owner may be dead). The actor is async and takes no CPU.
+"""
+import asyncio
+import collections
+import logging
+import time
+
+import ray
+
+from .errors import ClusterStoppedError, FeedError, FeedTimeoutError, NodeError
+
+logger = logging.getLogger(__name__)
+
+ITEM, CHUNK, END_EPOCH, END_FEED = "item", "chunk", "end_epoch", "end_feed"
+MARKERS = (END_EPOCH, END_FEED)
+
+RUNNING, TERMINATING, STOPPED, FAILED = "running", "terminating", "stopped", "failed"
+
+
+class _Queue:
+    """One named queue: entries, byte count, and the stdlib-style unfinished-task count."""
+
+    def __init__(self):
+        self.entries = collections.deque()
+        self.bytes = 0
+        self.unfinished = 0
+
+
+class _NodeQueues:
+    """Actor body; use it through :class:`raytfnode.manager.TFManager` and :class:`raytfnode.datafeed.DataFeed`."""
+
+    def __init__(self, node_name, queue_names, max_bytes=64 << 20, coordinator=None):
+        self.node_name = node_name
+        self.max_bytes = max_bytes
+        self.queues = {name: _Queue() for name in queue_names}
+        self.kv = {"state": RUNNING}
+        self.error = None            # (message, remote traceback) of the node's first error
+        self.closed = False          # the cluster was shut down
+        self.coordinator = coordinator
+        self.key_state = {}          # chunk key -> 'queued' | 'taken' | 'done' | 'lost' | 'skipped'
+        self.key_rows = {}           # chunk key -> rows
+        self.replacement = {}        # chunk key -> [ref] from a retried producer, while the first copy is taken
+        self.consumed_rows = 0
+        self.consumed_chunks = 0
+        self.skipped_rows = 0
+        self.fed_rows = 0
+        self.last_progress = time.monotonic()
+        self.results = {}            # tag -> {seq: values}
+        self.changed = asyncio.Condition()
+
+    # ---------------------------------------------------------------- helpers
+
+    def _queue(self, name):
+        try:
+            return self.queues[name]
+        except KeyError:
+            raise KeyError("node {} has no queue {!r}; its queues are {} (add it to TFCluster.run(queues=...))".format(
+                self.node_name, name, sorted(self.queues))) from None
+
+    async def _notify(self):
+        async with self.changed:
+            self.changed.notify_all()
+
+    def _raise_if_failed(self):
+        if self.error is not None:
+            job_name, task_index = self.node_name.rsplit(":", 1)
+            raise NodeError(job_name, int(task_index), self.error[0], self.error[1])
+        if self.closed:
+            raise ClusterStoppedError("the cluster of node {} was shut down".format(self.node_name))
+
+    async def _wait(self, predicate, timeout):
+        """Waits until ``predicate()`` is true; returns False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with self.changed:
+            while not predicate():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(self.changed.wait(), timeout=remaining)
+                except asyncio.TimeoutError:
+                    return predicate()
+        return True
+
+    # ------------------------------------------------------- state and errors
+
+    def ping(self):
+        return self.node_name
+
+    async def set_state(self, state):
+        """Sets the node state; ``terminating`` drops queued chunks (see :meth:`terminate`)."""
+        self.kv["state"] = state
+        await self._notify()
+
+    async def set_error(self, message, remote_traceback=None):
+        """Records the node's first error; every waiting producer fails with it."""
+        if self.error is None:
+            self.error = (message, remote_traceback)
+        self.kv["state"] = FAILED
+        await self._notify()
+
+    def get_error(self):
+        return self.error
+
+    async def close(self):
+        """Marks the cluster shut down: later calls by producers and DataFeeds fail clearly."""
+        self.closed = True
+        await self._notify()
+
+    async def terminate(self, name):
+        """Stops feeding this node: drops queued chunks of ``name`` and skips chunks put later."""
+        self.kv["state"] = TERMINATING
+        queue = self._queue(name)
+        kept = collections.deque()
+        dropped_rows = 0
+        for entry in queue.entries:
+            if entry[0] == CHUNK:
+                self.key_state[entry[1]] = "skipped"
+                dropped_rows += entry[3]
+                queue.unfinished -= 1
+            elif entry[0] == ITEM:
+                dropped_rows += 1
+                queue.unfinished -= 1
+            else:
+                kept.append(entry)
+        queue.entries = kept
+        queue.bytes = 0
+        self.skipped_rows += dropped_rows
+        if self.coordinator is not None:
+            self.coordinator.terminate.remote(self.node_name)
+        await self._notify()
+        return dropped_rows
+
+    def stats(self):
+        """Counters for progress reports: rows fed, consumed and skipped, bytes queued, state."""
+        return {
+            "node": self.node_name,
+            "state": self.kv.get("state"),
+            "fed_rows": self.fed_rows,
+            "consumed_rows": self.consumed_rows,
+            "consumed_chunks": self.consumed_chunks,
+            "skipped_rows": self.skipped_rows,
+            "queued_bytes": {name: q.bytes for name, q in self.queues.items()},
+            "queued_entries": {name: len(q.entries) for name, q in self.queues.items()},
+            "error": self.error,
+        }
+
+    # ---------------------------------------------------------- key / value
+
+    def kv_get(self, key):
+        return self.kv.get(key)
+
+    async def kv_set(self, key, value):
+        self.kv[key] = value
+        await self._notify()
+
+    # ------------------------------------------------- stdlib-style queue API
+
+    async def put_item(self, name, item, block=True, timeout=None):
+        """Puts one plain item (the ``TFManager`` queue path). Returns False when full and not blocking."""
+        self._raise_if_failed()
+        queue = self._queue(name)
+        if not block and queue.bytes >= self.max_bytes:
+            return False
+        if block and not await self._wait(lambda: queue.bytes < self.max_bytes or self.closed, timeout):
+            return False
+        queue.entries.append((ITEM, item) if item is not None else (END_FEED,))
+        queue.unfinished += 1
+        await self._notify()
+        return True
+
+    async def get_item(self, name, block=True, timeout=None):
+        """Takes one entry: ``(True, kind, value)``, or ``(False, None, None)`` when empty.
+
+        ``kind`` is ``ITEM`` (``value`` is the item), ``END_FEED``, or ``CHUNK`` /
+        ``END_EPOCH`` (``value`` is the whole entry).
+        """
+        queue = self._queue(name)
+        if not queue.entries:
+            if not block or not await self._wait(lambda: bool(queue.entries) or self.closed, timeout):
+                return False, None, None
+            self._raise_if_closed_for_reader()
+        entry = queue.entries.popleft()
+        await self._notify()
+        if entry[0] == ITEM:
+            return True, ITEM, entry[1]
+        if entry[0] == CHUNK:
+            queue.bytes -= entry[6]
+            self.key_state[entry[1]] = "taken"
+        return True, entry[0], entry
+
+    async def task_done(self, name, count=1):
+        queue = self._queue(name)
+        if queue.unfinished - count < 0:
+            raise ValueError("task_done() called too many times on queue {!r}".format(name))
+        queue.unfinished -= count
+        await self._notify()
+
+    async def join(self, name, timeout=None):
+        queue = self._queue(name)
+        return await self._wait(lambda: queue.unfinished == 0, timeout)
+
+    def qsize(self, name):
+        return len(self._queue(name).entries)
+
+    # ------------------------------------------------------------ chunk path
+
+    async def put_chunk(self, name, key, ref_box, num_rows, nbytes, tag=None, last=False, timeout=None):
+        """Queues a chunk ref (``ref_box`` is ``[ref]`` so Ray passes the ref, not the value).
+
+        Waits while the queue holds more than ``max_bytes``. Returns ``'queued'``,
+        ``'replaced'``, ``'duplicate'`` (already consumed) or ``'skipped'`` (the node
+        is terminating). Raises ``NodeError`` when the node failed,
+        ``FeedTimeoutError`` after ``timeout`` s without room, ``FeedError`` when
+        the node's ``map_fun`` already returned.
+        """
+        self._raise_if_failed()
+        state = self.key_state.get(key)
+        if state == "done" or state == "skipped":
+            return "duplicate"
+        if state == "queued":
+            queue = self._queue(name)
+            for i, entry in enumerate(queue.entries):
+                if entry[0] == CHUNK and entry[1] == key:
+                    queue.entries[i] = entry[:2] + (ref_box,) + entry[3:]
+                    break
+            return "replaced"
+        if state == "taken":
+            self.replacement[key] = ref_box
+            return "replaced"
+        if self.kv.get("state") == TERMINATING:
+            self.key_state[key] = "skipped"
+            self.skipped_rows += num_rows
+            return "skipped"
+        self._raise_if_stopped(num_rows)
+        queue = self._queue(name)
+        ok = await self._wait(
+            lambda: queue.bytes < self.max_bytes or not queue.entries or self.error is not None
+            or self.closed or self.kv.get("state") in (TERMINATING, STOPPED), timeout)
+        self._raise_if_failed()
+        if not ok:
+            raise FeedTimeoutError(
+                "node {} took no data for {:.0f} s (feed_timeout): its queue {!r} stayed full with {} "
+                "bytes; its map_fun is not reading (stuck, or waiting on another node)".format(
+                    self.node_name, timeout, name, queue.bytes))
+        if self.kv.get("state") == TERMINATING:
+            self.key_state[key] = "skipped"
+            self.skipped_rows += num_rows
+            return "skipped"
+        self._raise_if_stopped(num_rows)
+        queue.entries.append((CHUNK, key, ref_box, num_rows, tag, last, nbytes))
+        queue.bytes += nbytes
+        queue.unfinished += 1
+        self.key_state[key] = "queued"
+        self.key_rows[key] = num_rows
+        self.fed_rows += num_rows
+        await self._notify()
+        return "queued" if state is None else "replaced"
+
+    def _raise_if_stopped(self, num_rows):
+        if self.kv.get("state") == STOPPED:
+            raise FeedError(
+                "node {}'s map_fun returned while {} more rows were being fed to it; read the whole feed "
+                "(until DataFeed.should_stop()) or call DataFeed.terminate() before returning".format(
+                    self.node_name, num_rows))
+
+    async def put_marker(self, name, marker):
+        """Queues an end-of-epoch or end-of-feed marker (never blocked by the byte bound)."""
+        queue = self._queue(name)
+        queue.entries.append(marker)
+        queue.unfinished += 1
+        await self._notify()
+
+    async def take(self, name, max_entries=4, timeout=1.0):
+        """Takes up to ``max_entries`` entries, stopping after a marker; waits up to ``timeout`` for the first.
+
+        Chunk entries become ``taken``: their reader must ``ack`` them after
+        reading them (or ``report_lost`` when the object is gone).
+        """
+        self._raise_if_closed_for_reader()
+        queue = self._queue(name)
+        if not queue.entries:
+            await self._wait(lambda: bool(queue.entries) or self.closed, timeout)
+            self._raise_if_closed_for_reader()
+        out = []
+        while queue.entries and len(out) < max_entries:
+            entry = queue.entries.popleft()
+            if entry[0] == CHUNK:
+                queue.bytes -= entry[6]
+                self.key_state[entry[1]] = "taken"
+            out.append(entry)
+            if entry[0] in MARKERS:
+                break
+        if out:
+            await self._notify()
+        return out
+
+    def _raise_if_closed_for_reader(self):
+        if self.closed:
+            raise ClusterStoppedError(
+                "node {}'s cluster was shut down; a DataFeed cannot read from it".format(self.node_name))
+
+    async def ack(self, name, keys, num_rows, finish=True):
+        """The reader has read these chunks (``num_rows`` rows in all): they count as consumed.
+
+        ``finish=False`` leaves the entries unfinished for a later ``task_done``.
+        """
+        queue = self._queue(name)
+        for key in keys:
+            self.key_state[key] = "done"
+            self.replacement.pop(key, None)
+        if finish:
+            queue.unfinished -= len(keys)
+        self.consumed_rows += num_rows
+        self.consumed_chunks += len(keys)
+        self.last_progress = time.monotonic()
+        await self._notify()
+
+    async def ack_items(self, name, count):
+        """The reader consumed ``count`` plain items or markers."""
+        queue = self._queue(name)
+        queue.unfinished -= count
+        self.last_progress = time.monotonic()
+        await self._notify()
+
+    async def skip(self, name, keys):
+        """Chunks a reader took but drops (``terminate``): they count as skipped. Returns their rows."""
+        queue = self._queue(name)
+        rows = 0
+        for key in keys:
+            if self.key_state.get(key) == "taken":
+                self.key_state[key] = "skipped"
+                rows += self.key_rows.get(key, 0)
+                queue.unfinished -= 1
+        self.skipped_rows += rows
+        await self._notify()
+        return rows
+
+    async def report_lost(self, name, key):
+        """The reader could not fetch chunk ``key`` (its producer died): requeue a replacement when there is one."""
+        queue = self._queue(name)
+        box = self.replacement.pop(key, None)
+        if box is not None:
+            entry = (CHUNK, key, box, self.key_rows[key], None, False, 0)
+            queue.entries.appendleft(entry)
+            self.key_state[key] = "queued"
+        else:
+            self.key_state[key] = "lost"
+            self.fed_rows -= self.key_rows.get(key, 0)
+            queue.unfinished -= 1
+        await self._notify()
+
+    async def wait_consumed(self, keys, timeout):
+        """Waits until every chunk in ``keys`` was consumed, skipped or lost (to be re-sent).
+
+        Returns ``{'consumed': rows, 'skipped': rows, 'lost': keys}``. ``timeout``
+        bounds the time without any progress on this node.
+        """
+        keys = list(keys)
+
+        def settled():
+            return all(self.key_state.get(k) in ("done", "skipped", "lost") for k in keys) \
+                or self.error is not None or self.closed or self.kv.get("state") == STOPPED
+
+        while True:
+            idle_since = self.last_progress
+            if await self._wait(settled, min(timeout, 5.0) if timeout else 5.0):
+                break
+            if timeout and time.monotonic() - max(idle_since, self.last_progress) >= timeout:
+                pending = sum(self.key_rows.get(k, 0) for k in keys if self.key_state.get(k) not in ("done", "skipped"))
+                raise FeedTimeoutError(
+                    "node {} consumed nothing for {:.0f} s (feed_timeout) with {} rows of this partition still "
+                    "unread; its map_fun is stalled (stuck, or waiting on another node)".format(
+                        self.node_name, timeout, pending))
+        self._raise_if_failed()
+        unread = [k for k in keys if self.key_state.get(k) in ("queued", "taken")]
+        if unread:
+            raise FeedError(
+                "node {}'s map_fun returned with {} rows of this partition unread; read the whole feed "
+                "(until DataFeed.should_stop()) or call DataFeed.terminate() before returning".format(
+                    self.node_name, sum(self.key_rows.get(k, 0) for k in unread)))
+        summary = {"consumed": 0, "skipped": 0, "lost": []}
+        for k in keys:
+            state = self.key_state.get(k)
+            if state == "done":
+                summary["consumed"] += self.key_rows.get(k, 0)
+            elif state == "skipped":
+                summary["skipped"] += self.key_rows.get(k, 0)
+            else:
+                summary["lost"].append(k)
+        return summary
+
+    # -------------------------------------------------------- inference path
+
+    async def put_results(self, name, key, tag, seq, values, num_rows):
+        """Results for chunk ``seq`` of inference partition ``tag``; also acknowledges the chunk."""
+        self.results.setdefault(tag, {})[seq] = values
+        await self.ack(name, [key], num_rows)
+
+    async def take_results(self, tag, num_chunks, timeout):
+        """Waits for the results of chunks ``0..num_chunks-1`` of ``tag`` and returns them in order."""
+        def ready():
+            got = self.results.get(tag, {})
+            return len(got) >= num_chunks or self.error is not None or self.closed \
+                or self.kv.get("state") in (STOPPED, TERMINATING)
+
+        while True:
+            idle_since = self.last_progress
+            if await self._wait(ready, min(timeout, 5.0) if timeout else 5.0):
+                break
+            if timeout and time.monotonic() - max(idle_since, self.last_progress) >= timeout:
+                raise FeedTimeoutError(
+                    "node {} returned no inference results for {:.0f} s (feed_timeout); {} of {} chunks of "
+                    "partition {} have results".format(self.node_name, timeout, len(self.results.get(tag, {})),
+                                                       num_chunks, tag[-1]))
+        self._raise_if_failed()
+        got = self.results.get(tag, {})
+        if len(got) < num_chunks:
+            state = self.kv.get("state")
+            raise FeedError("node {}'s map_fun {} before returning results for partition {} ({} of {} chunks "
+                            "answered); call DataFeed.batch_results for every batch it reads".format(
+                                self.node_name, "returned" if state == STOPPED else "terminated", tag[-1],
+                                len(got), num_chunks))
+        self.results.pop(tag, None)
+        return [got[i] for i in range(num_chunks)]
+
+
+NodeQueuesActor = ray.remote(num_cpus=0, max_concurrency=1000)(_NodeQueues)
+"""The Ray actor class; created by :class:`raytfnode.manager.TFManager` and the cluster."""

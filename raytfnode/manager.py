@@ -1,0 +1,138 @@
+"""TFManager: the ``mgr`` of the documented API, backed by a node's queue actor.
+
+In TensorFlowOnSpark a ``TFManager`` was a ``multiprocessing.Manager`` server
+per Spark executor. Here it is a thin, picklable facade over one
+``_NodeQueues`` Ray actor, so it works in the node's ``map_fun`` and in any
+Ray task or actor it is handed to::
+
+    mgr = TFManager.start(authkey=b'secret', queues=['input', 'output'])
+    q = mgr.get_queue('input')
+    for i in range(10):
+        q.put(i)
+    q.put(None)                       # end of feed
+    feed = DataFeed(mgr)
+    feed.next_batch(2)                # [0, 1]
+"""
+import logging
+import queue as stdlib_queue
+
+import ray
+
+from .feed_queue import CHUNK, END_FEED, ITEM, NodeQueuesActor
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_QUEUES = ("input", "output", "error")
+
+
+class TFManager:
+    """Shared queues and state of one TF node.
+
+    Args:
+      :actor: the node's ``_NodeQueues`` actor handle.
+      :node_name: the node's name (``'worker:0'``), for messages.
+    """
+
+    def __init__(self, actor, node_name="local:0"):
+        self._actor = actor
+        self.node_name = node_name
+
+    @classmethod
+    def start(cls, authkey=None, queues=DEFAULT_QUEUES, mode="local", max_bytes=64 << 20, node_name="local:0"):
+        """Starts a manager: a new queue actor on the current Ray cluster.
+
+        Args:
+          :authkey: accepted for compatibility; Ray's own authentication applies.
+          :queues: names of the queues to create.
+          :mode: ``'local'`` or ``'remote'``; both give the same Ray-backed manager.
+          :max_bytes: bound on the bytes of chunks queued per queue.
+
+        Returns:
+          A ``TFManager``. Ray is started locally if it is not running yet.
+        """
+        if mode not in ("local", "remote"):
+            raise ValueError("mode must be 'local' or 'remote', got {!r}".format(mode))
+        if not ray.is_initialized():
+            logger.info("Ray is not running: starting a local Ray instance for TFManager")
+            ray.init()
+        actor = NodeQueuesActor.remote(node_name, list(queues), max_bytes)
+        return cls(actor, node_name)
+
+    def get_queue(self, name):
+        """The named queue, with the interface of a joinable ``queue.Queue``."""
+        return JoinableQueue(self._actor, name)
+
+    def get(self, key):
+        """The value stored under ``key`` (``'state'`` holds the node state), or ``None``."""
+        return ray.get(self._actor.kv_get.remote(key))
+
+    def set(self, key, value):
+        """Stores ``value`` under ``key``."""
+        ray.get(self._actor.kv_set.remote(key, value))
+
+    def shutdown(self):
+        """Stops the queue actor of a manager made by :meth:`start`."""
+        ray.kill(self._actor)
+
+    def __repr__(self):
+        return "TFManager(node={})".format(self.node_name)
+
+
+class JoinableQueue:
+    """A named queue of a node with the methods of ``queue.Queue`` (``JoinableQueue``).
+
+    Items are pickled into the queue actor one by one: fine for control
+    messages and tests, slow for data. Data goes through the chunk path
+    (``TFCluster.train``, ``raytfnode.feeding``) instead.
+    """
+
+    def __init__(self, actor, name):
+        self._actor = actor
+        self.name = name
+
+    def put(self, item, block=True, timeout=None):
+        """Puts ``item`` (``None`` is the end-of-feed marker); raises ``queue.Full`` when it cannot."""
+        if not ray.get(self._actor.put_item.remote(self.name, item, block, timeout)):
+            raise stdlib_queue.Full()
+
+    def put_nowait(self, item):
+        self.put(item, block=False)
+
+    def get(self, block=True, timeout=None):
+        """Takes one item; raises ``queue.Empty`` when none comes within ``timeout``.
+
+        A chunk put by a feeder comes back as a ``raytfnode.chunks.Chunk``; the
+        end-of-feed marker comes back as ``None``.
+        """
+        found, kind, value = ray.get(self._actor.get_item.remote(self.name, block, timeout))
+        if not found:
+            raise stdlib_queue.Empty()
+        if kind == ITEM:
+            return value
+        if kind == CHUNK:
+            chunk = ray.get(value[2][0])
+            # consumed now; the caller's task_done() finishes the entry as for any item
+            self._actor.ack.remote(self.name, [value[1]], value[3], False)
+            return chunk
+        if kind == END_FEED:
+            return None
+        return value
+
+    def get_nowait(self):
+        return self.get(block=False)
+
+    def task_done(self):
+        ray.get(self._actor.task_done.remote(self.name))
+
+    def join(self, timeout=None):
+        """Blocks until every item put was marked done; returns False on timeout."""
+        return ray.get(self._actor.join.remote(self.name, timeout))
+
+    def qsize(self):
+        return ray.get(self._actor.qsize.remote(self.name))
+
+    def empty(self):
+        return self.qsize() == 0
+
+    def full(self):
+        return False
