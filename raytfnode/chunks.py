@@ -290,7 +290,7 @@ def chunk_rows(row_iter, target_bytes=4 << 20, max_rows=65536, where=""):
         yield encode_rows(buffer, layout, where, start)
 
 
-def chunk_from_arrow(batch, where=""):
+def chunk_from_arrow(batch, where="", first_row_index=0):
     """Encodes a ``pyarrow.RecordBatch`` (or ``Table``) into a :class:`Chunk` without per-row Python work.
 
     Primitive columns become 1-D arrays; list columns whose rows share one
@@ -308,17 +308,25 @@ def chunk_from_arrow(batch, where=""):
         if column.null_count:
             bad = column.is_null().to_numpy(zero_copy_only=False).nonzero()[0][0]
             raise BadInputError("{}: row {} is null; replace missing values before feeding "
-                                "(e.g. DataFrame.fillna or dropna)".format(label, int(bad)))
-        array, kind = _arrow_column(column, label)
+                                "(e.g. DataFrame.fillna or dropna)".format(label, first_row_index + int(bad)))
+        array, kind = _arrow_column(column, label, first_row_index)
         columns.append(array)
         kinds.append(kind)
     return Chunk(columns, kinds, TUPLE, names)
 
 
-def _arrow_column(column, label):
+def _arrow_column(column, label, first_row_index=0):
     import pyarrow as pa
 
     kind_type = column.type
+    if isinstance(kind_type, pa.ExtensionType):  # e.g. Ray Data's tensor columns
+        try:
+            values = column.to_numpy()
+        except Exception:  # noqa: BLE001
+            values = None
+        if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+            return values, (NDARRAY if values.ndim > 1 else SCALAR)
+        return column.to_pylist(), OBJECT
     if pa.types.is_integer(kind_type) or pa.types.is_floating(kind_type) or pa.types.is_boolean(kind_type):
         return column.to_numpy(zero_copy_only=False), SCALAR
     if pa.types.is_list(kind_type) or pa.types.is_large_list(kind_type) or pa.types.is_fixed_size_list(kind_type):
@@ -336,7 +344,7 @@ def _arrow_column(column, label):
                     bad = int(np.nonzero(lengths != width)[0][0])
                     raise BadInputError("{}: row {} has length {} but the first row has length {}; rows of "
                                         "an array column must share one shape".format(
-                                            label, bad, int(lengths[bad]), width))
+                                            label, first_row_index + bad, int(lengths[bad]), width))
             if current.flatten().null_count:
                 raise BadInputError("{}: an array holds null elements; fill them before feeding".format(label))
             shape.append(width)

@@ -156,9 +156,8 @@ class DataFeed:
                     break  # the partition's last chunk: a batch never spans two partitions
             else:
                 self._current[2] = position
-        if not self.train_mode:
-            self._last_pieces = pieces if count else None
-            self._last_rows = count
+        self._last_pieces = pieces if count else None
+        self._last_rows = count
         return pieces, count
 
     def _check_mapping(self, chunk):
@@ -252,6 +251,32 @@ class DataFeed:
             if self._epoch_ended:
                 return
 
+    def as_dataset(self, batch_size, output_signature=None):
+        """A ``tf.data.Dataset`` over this feed, one pass per epoch; see :func:`raytfnode.tfdata.feed_dataset`."""
+        from .tfdata import feed_dataset
+        return feed_dataset(self, batch_size, output_signature)
+
+    def peek_chunk(self):
+        """The chunk the next read starts in, without consuming it (waits for data).
+
+        Returns ``None`` when the feed is at a marker (end of epoch or feed).
+        """
+        if self._current is None:
+            entry = self._reader.next()
+            if entry[0] == ITEM:
+                from .chunks import encode_rows
+                self._reader.push_back(entry)
+                return encode_rows([entry[1]])
+            if entry[0] != CHUNK:
+                self._reader.push_back(entry)
+                return None
+            chunk = self._fetch(entry)
+            if chunk is None:
+                return self.peek_chunk()
+            self._check_mapping(chunk)
+            self._current = [entry, chunk, 0]
+        return self._current[1]
+
     def should_stop(self):
         """Check if the feed process was told to stop (end of feed, or a call to ``terminate``)."""
         return self.done_feeding
@@ -267,9 +292,8 @@ class DataFeed:
         Args:
           :results: array of output data for the equivalent batch of input data.
         """
-        pieces, expected = self._last_pieces or [], self._last_rows if self._last_pieces else 0
-        if self.train_mode and not self._last_pieces:
-            pieces = []
+        pieces = self._last_pieces or []
+        expected = self._last_rows if pieces else 0
         if len(results) != expected:
             raise BadInputError("batch_results got {} results for a batch of {} input rows; return exactly one "
                                 "result per input row".format(len(results), expected))
@@ -281,6 +305,9 @@ class DataFeed:
                 continue
             entry, _, start, stop = piece
             count = stop - start
+            if entry[4] is None:   # a training chunk: nobody waits for results
+                offset += count
+                continue
             answer = self._answers.setdefault(entry[1], [entry, [], 0])
             answer[1].append(results[offset:offset + count])
             answer[2] += count

@@ -58,6 +58,8 @@ class _NodeQueues:
         self.kv = {"state": RUNNING}
         self.error = None            # (message, remote traceback) of the node's first error
         self.closed = False          # the cluster was shut down
+        self.terminated = False      # DataFeed.terminate() was called: later chunks are skipped
+        self.finished = False        # the node's map_fun returned
         self.coordinator = coordinator
         self.key_state = {}          # chunk key -> 'queued' | 'taken' | 'done' | 'lost' | 'skipped'
         self.key_rows = {}           # chunk key -> rows
@@ -109,9 +111,11 @@ class _NodeQueues:
     def ping(self):
         return self.node_name
 
-    async def set_state(self, state):
-        """Sets the node state; ``terminating`` drops queued chunks (see :meth:`terminate`)."""
-        self.kv["state"] = state
+    async def node_finished(self):
+        """The node's ``map_fun`` returned normally: producers stop waiting on it."""
+        self.finished = True
+        if self.error is None:
+            self.kv["state"] = STOPPED
         await self._notify()
 
     async def set_error(self, message, remote_traceback=None):
@@ -132,6 +136,7 @@ class _NodeQueues:
     async def terminate(self, name):
         """Stops feeding this node: drops queued chunks of ``name`` and skips chunks put later."""
         self.kv["state"] = TERMINATING
+        self.terminated = True
         queue = self._queue(name)
         kept = collections.deque()
         dropped_rows = 0
@@ -250,7 +255,7 @@ class _NodeQueues:
         if state == "taken":
             self.replacement[key] = ref_box
             return "replaced"
-        if self.kv.get("state") == TERMINATING:
+        if self.terminated:
             self.key_state[key] = "skipped"
             self.skipped_rows += num_rows
             return "skipped"
@@ -258,14 +263,14 @@ class _NodeQueues:
         queue = self._queue(name)
         ok = await self._wait(
             lambda: queue.bytes < self.max_bytes or not queue.entries or self.error is not None
-            or self.closed or self.kv.get("state") in (TERMINATING, STOPPED), timeout)
+            or self.closed or self.terminated or self.finished, timeout)
         self._raise_if_failed()
         if not ok:
             raise FeedTimeoutError(
                 "node {} took no data for {:.0f} s (feed_timeout): its queue {!r} stayed full with {} "
                 "bytes; its map_fun is not reading (stuck, or waiting on another node)".format(
                     self.node_name, timeout, name, queue.bytes))
-        if self.kv.get("state") == TERMINATING:
+        if self.terminated:
             self.key_state[key] = "skipped"
             self.skipped_rows += num_rows
             return "skipped"
@@ -280,7 +285,7 @@ class _NodeQueues:
         return "queued" if state is None else "replaced"
 
     def _raise_if_stopped(self, num_rows):
-        if self.kv.get("state") == STOPPED:
+        if self.finished and not self.terminated:
             raise FeedError(
                 "node {}'s map_fun returned while {} more rows were being fed to it; read the whole feed "
                 "(until DataFeed.should_stop()) or call DataFeed.terminate() before returning".format(
@@ -382,7 +387,7 @@ class _NodeQueues:
 
         def settled():
             return all(self.key_state.get(k) in ("done", "skipped", "lost") for k in keys) \
-                or self.error is not None or self.closed or self.kv.get("state") == STOPPED
+                or self.error is not None or self.closed or self.finished
 
         while True:
             idle_since = self.last_progress
@@ -417,14 +422,17 @@ class _NodeQueues:
     async def put_results(self, name, key, tag, seq, values, num_rows):
         """Results for chunk ``seq`` of inference partition ``tag``; also acknowledges the chunk."""
         self.results.setdefault(tag, {})[seq] = values
-        await self.ack(name, [key], num_rows)
+        if self.key_state.get(key) != "done":
+            await self.ack(name, [key], num_rows)
+        else:
+            await self._notify()
 
     async def take_results(self, tag, num_chunks, timeout):
         """Waits for the results of chunks ``0..num_chunks-1`` of ``tag`` and returns them in order."""
         def ready():
             got = self.results.get(tag, {})
             return len(got) >= num_chunks or self.error is not None or self.closed \
-                or self.kv.get("state") in (STOPPED, TERMINATING)
+                or self.finished or self.terminated
 
         while True:
             idle_since = self.last_progress
@@ -438,10 +446,9 @@ class _NodeQueues:
         self._raise_if_failed()
         got = self.results.get(tag, {})
         if len(got) < num_chunks:
-            state = self.kv.get("state")
             raise FeedError("node {}'s map_fun {} before returning results for partition {} ({} of {} chunks "
                             "answered); call DataFeed.batch_results for every batch it reads".format(
-                                self.node_name, "returned" if state == STOPPED else "terminated", tag[-1],
+                                self.node_name, "terminated" if self.terminated else "returned", tag[-1],
                                 len(got), num_chunks))
         self.results.pop(tag, None)
         return [got[i] for i in range(num_chunks)]

@@ -1,0 +1,31 @@
+"""Bridges: turn partitions of a data source into chunks for the feed queues.
+
+A source object has three methods:
+
+* ``validate(input_mapping)``: rejects data the nodes cannot use before any job starts;
+* ``train_job(target, epoch)``: a callable that feeds one epoch and returns the
+  per-partition stats, with a ``cancel()`` attribute;
+* ``inference(target, cluster)``: the results, in the source's own kind.
+
+Bridges know nothing of TensorFlow.
+"""
+from ..errors import BadInputError
+
+
+def source_for(data, sc=None):
+    """The source object for ``data``: a Spark RDD or DataFrame, a Ray Dataset, or a list of partitions."""
+    kind = type(data).__module__ + "." + type(data).__name__
+    if kind.startswith("pyspark.") and hasattr(data, "mapPartitionsWithIndex"):
+        from .spark import SparkRDDSource
+        return SparkRDDSource(data)
+    if kind.startswith("pyspark.sql") and hasattr(data, "mapInArrow"):
+        from .spark import SparkDataFrameSource
+        return SparkDataFrameSource(data)
+    if kind.startswith("ray.data") and hasattr(data, "materialize"):
+        from .raydata import RayDatasetSource
+        return RayDatasetSource(data)
+    if isinstance(data, (list, tuple)) and all(isinstance(p, (list, tuple)) for p in data):
+        from .local import LocalSource
+        return LocalSource(data)
+    raise BadInputError("cannot feed a {}: give a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of "
+                        "partitions (lists of rows)".format(kind))

@@ -1,0 +1,132 @@
+"""Spark bridge: RDDs through ``mapPartitionsWithIndex``, DataFrames through ``mapInArrow``.
+
+The feeding functions run in Spark's Python workers (RayDP executors, or any
+Spark whose workers reach the Ray cluster, local mode included). They connect
+to Ray once per worker process and feed the partition they are given; they
+know nothing of TensorFlow.
+
+A DataFrame is read as Arrow record batches: numeric columns become numpy
+arrays and array columns 2-D (N-D) arrays without a Python object per row.
+"""
+import itertools
+import pickle
+
+from ..errors import BadInputError
+from ..feeding import feed_inference_partition, feed_train_partition
+
+
+class _SparkJob:
+    """One Spark job in its own job group, so it can be cancelled from another thread."""
+
+    def __init__(self, sc, group, description, action):
+        self.sc = sc
+        self.group = group
+        self.description = description
+        self.action = action
+
+    def __call__(self):
+        self.sc.setJobGroup(self.group, self.description, interruptOnCancel=True)
+        try:
+            return self.action()
+        finally:
+            self.sc.setLocalProperty("spark.jobGroup.id", None)
+
+    def cancel(self):
+        self.sc.cancelJobGroup(self.group)
+
+
+def _task_context():
+    from pyspark import TaskContext
+    return TaskContext.get()
+
+
+class SparkRDDSource:
+    """An RDD of rows: tuples, lists, numpy arrays or scalars."""
+
+    def __init__(self, rdd):
+        self.rdd = rdd
+
+    def validate(self, input_mapping):
+        return None
+
+    def train_job(self, target, epoch):
+        def feed(index, rows):
+            yield feed_train_partition(target, epoch, index, rows=rows)
+
+        group = "raytfnode-{}-{}".format(target.feed_id, epoch)
+        return _SparkJob(self.rdd.context, group, "raytfnode train epoch {}".format(epoch),
+                         lambda: self.rdd.mapPartitionsWithIndex(feed).collect())
+
+    def inference(self, target, cluster):
+        def infer(index, rows):
+            run_id = "stage-{}".format(_task_context().stageId())
+            return feed_inference_partition(target, index, rows=rows, run_id=run_id)
+
+        return self.rdd.mapPartitionsWithIndex(infer, preservesPartitioning=True)
+
+
+def _arrow_chunks(batches, where, target):
+    from ..chunks import chunk_from_arrow
+
+    offset = 0
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        chunk = chunk_from_arrow(batch, where, offset)
+        offset += batch.num_rows
+        per_chunk = max(1, min(target.chunk_rows, target.chunk_bytes * chunk.num_rows // max(chunk.nbytes, 1)))
+        for start in range(0, chunk.num_rows, per_chunk):
+            yield chunk.slice(start, min(start + per_chunk, chunk.num_rows))
+
+
+_STATS_SCHEMA = "partition long, epoch long, rows long, consumed long, skipped long"
+
+
+class SparkDataFrameSource:
+    """A DataFrame, read through Arrow (``mapInArrow``): rows are never pickled one by one."""
+
+    def __init__(self, df):
+        self.df = df
+
+    def validate(self, input_mapping):
+        if input_mapping:
+            missing = [c for c in input_mapping if c not in self.df.columns]
+            if missing:
+                raise BadInputError("input_mapping names column(s) {} that the DataFrame does not have; its "
+                                    "columns are {}".format(missing, self.df.columns))
+        unsupported = [(f.name, f.dataType.simpleString()) for f in self.df.schema.fields
+                       if f.dataType.typeName() in ("map", "struct")]
+        if unsupported:
+            raise BadInputError("cannot feed DataFrame columns of type map/struct: {}; select or flatten "
+                                "them first".format(unsupported))
+
+    def train_job(self, target, epoch):
+        def feed(batches):
+            import pyarrow as pa
+            index = _task_context().partitionId()
+            where = "partition {}".format(index)
+            stats = feed_train_partition(target, epoch, index, chunks=_arrow_chunks(batches, where, target))
+            yield pa.RecordBatch.from_pylist([stats])
+
+        def action():
+            return [row.asDict() for row in self.df.mapInArrow(feed, _STATS_SCHEMA).collect()]
+
+        group = "raytfnode-{}-{}".format(target.feed_id, epoch)
+        return _SparkJob(self.df.sparkSession.sparkContext, group, "raytfnode train epoch {}".format(epoch), action)
+
+    def inference(self, target, cluster):
+        def infer(batches):
+            import pyarrow as pa
+            context = _task_context()
+            index = context.partitionId()
+            where = "partition {}".format(index)
+            results = feed_inference_partition(target, index, chunks=_arrow_chunks(batches, where, target),
+                                               run_id="stage-{}".format(context.stageId()))
+            while True:
+                block = list(itertools.islice(results, 65536))
+                if not block:
+                    return
+                yield pa.RecordBatch.from_pylist([{"results": pickle.dumps(block, protocol=5)}])
+
+        pickled = self.df.mapInArrow(infer, "results binary").rdd
+        return pickled.flatMap(lambda row: pickle.loads(row.results), preservesPartitioning=True)

@@ -1,0 +1,568 @@
+"""The TF cluster on Ray: node actors, their queues, feeding and shutdown.
+
+``run()`` places one :mod:`raytfnode.node` actor per TF task with the Ray
+resources the caller asks for, plus one queue actor per node and a
+coordinator, all in a namespace of their own. The driver gathers the nodes'
+addresses, builds the cluster spec and each node's ``TF_CONFIG``, and starts
+``map_fun`` everywhere. While it feeds or waits, the driver watches every
+node, so a failed or dead node is reported within a second or two with its
+role, index and remote traceback, and nothing of the cluster is left behind.
+"""
+import concurrent.futures
+import logging
+import os
+import time
+import uuid
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+
+from . import roles as roles_lib
+from .coordinator import CoordinatorActor
+from .errors import (BadInputError, ClusterStoppedError, FeedError, NodeError, RayTFNodeError,
+                     ReservationTimeoutError, ShutdownTimeoutError)
+from .feed_queue import END_EPOCH, END_FEED, NodeQueuesActor
+from .feeding import FeedTarget
+from .node import TFNodeActor
+from .progress import FeedProgress
+from .resources import check_feasible, describe_request, node_request
+
+logger = logging.getLogger(__name__)
+
+WATCH_SECONDS = 0.25
+DEFAULT_EPOCHS = 10
+CONTROL_QUEUES = ("output", "error")
+
+
+class InputMode:
+    """Enum for the input modes of data feeding."""
+
+    TENSORFLOW = 0  #: TensorFlow application is responsible for reading any data.
+    SPARK = 1       #: Spark (or Ray Data) is responsible for feeding data to the TensorFlow application.
+
+
+class TFCluster:
+    """A running TF cluster on Ray. Made by :func:`run`; do not construct it directly."""
+
+    def __init__(self):
+        self.sc = None
+        self.input_mode = None
+        self.cluster_id = None
+        self.namespace = None
+        self.roles = []
+        self.cluster_info = []     # per executor id: reserve() answer plus role
+        self.cluster_spec = {}
+        self.queues = ()
+        self.nodes = []            # node actor handles, by executor id
+        self.queue_actors = []     # queue actor handles, by executor id
+        self.coordinator = None
+        self.placement_group = None
+        self.tensorboard_node = None
+        self._tensorboard_url = None
+        self._joins = {}           # executor id -> pending join ref
+        self._outcomes = {}        # executor id -> ("ok",) | ("error", message, traceback) | ("dead", message)
+        self._stopped = False
+        self._queue_bytes = None
+        self._chunk_bytes = 4 << 20
+
+    # ------------------------------------------------------------ helpers
+
+    def _name(self, executor_id):
+        job_name, task_index = self.roles[executor_id]
+        return roles_lib.node_name(job_name, task_index)
+
+    def _fed(self):
+        return roles_lib.feedable(self.roles)
+
+    def _check_running(self):
+        if self._stopped:
+            raise ClusterStoppedError("this TFCluster was shut down; start a new one with TFCluster.run()")
+
+    def _poll_nodes(self, timeout=0.0):
+        """Collects outcomes of nodes whose map_fun ended (or whose actor died)."""
+        pending = {ref: eid for eid, ref in self._joins.items()}
+        if not pending:
+            return
+        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=timeout)
+        for ref in ready:
+            executor_id = pending[ref]
+            try:
+                outcome = ray.get(ref)
+            except RayActorError as exc:
+                outcome = ("dead", "its actor died ({}); the process was killed or ran out of memory".format(
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__), None, time.time())
+                try:  # producers waiting on this node must fail now, not at feed_timeout
+                    self.queue_actors[executor_id].set_error.remote(outcome[1])
+                except Exception:  # noqa: BLE001
+                    pass
+            if outcome is None:  # join returned on its own timeout: ask again
+                self._joins[executor_id] = self.nodes[executor_id].join.remote(None)
+                continue
+            del self._joins[executor_id]
+            self._outcomes[executor_id] = outcome
+
+    def _first_error(self):
+        failed = [(outcome[-1], eid, outcome) for eid, outcome in self._outcomes.items()
+                  if outcome[0] in ("error", "dead")]
+        if not failed:
+            return None
+        _, executor_id, outcome = min(failed, key=lambda f: (f[0], f[1]))
+        job_name, task_index = self.roles[executor_id]
+        return NodeError(job_name, task_index, outcome[1], outcome[2])
+
+    def _raise_node_error(self):
+        self._poll_nodes()
+        error = self._first_error()
+        if error is not None:
+            raise error
+
+    # ---------------------------------------------------------- feeding
+
+    def _target(self, qname, feed_timeout):
+        fed = self._fed()
+        return FeedTarget(
+            namespace=self.namespace,
+            ray_address=ray.get_runtime_context().gcs_address,
+            queue_names=tuple(self._queue_actor_name(i) for i in fed),
+            node_names=tuple(self._name(i) for i in fed),
+            coordinator_name=self._coordinator_name(),
+            qname=qname,
+            feed_id=uuid.uuid4().hex[:12],
+            feed_timeout=float(feed_timeout),
+            chunk_bytes=self._chunk_bytes,
+        )
+
+    def _queue_actor_name(self, executor_id):
+        return "raytfnode-{}-queues-{}".format(self.cluster_id, executor_id)
+
+    def _coordinator_name(self):
+        return "raytfnode-{}-coordinator".format(self.cluster_id)
+
+    def _check_feed_args(self, qname, feed_timeout):
+        self._check_running()
+        if self.input_mode != InputMode.SPARK:
+            raise BadInputError("this cluster was started with InputMode.TENSORFLOW, where the TF nodes read their "
+                                "own data; start it with input_mode=InputMode.SPARK to feed it")
+        if qname not in self.queues or qname in CONTROL_QUEUES:
+            raise BadInputError("cannot feed queue {!r}: the cluster's data queues are {}; add it to "
+                                "TFCluster.run(queues=...)".format(
+                                    qname, [q for q in self.queues if q not in CONTROL_QUEUES]))
+        if not feed_timeout or feed_timeout <= 0:
+            raise BadInputError("feed_timeout must be a positive number of seconds, got {!r}".format(feed_timeout))
+        self._raise_node_error()
+
+    def _input_mapping(self, qname):
+        for eid in self._fed():
+            mapping = ray.get(self.queue_actors[eid].kv_get.remote("input_mapping:" + qname))
+            if mapping:
+                return mapping
+        return None
+
+    def _watch(self, job, target, description):
+        """Runs ``job(cancel_event)`` on a thread while watching the nodes; returns its result."""
+        progress = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, description)
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raytfnode-feed") as pool:
+            future = pool.submit(job)
+            try:
+                while True:
+                    try:
+                        return future.result(timeout=WATCH_SECONDS)
+                    except concurrent.futures.TimeoutError:
+                        pass
+                    self._poll_nodes()
+                    error = self._first_error()
+                    if error is not None:
+                        raise error
+                    progress.update()
+            except BaseException as exc:
+                self._cancel_feed(job)
+                error = self._explain_failure(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            finally:
+                progress.close()
+
+    @staticmethod
+    def _cancel_feed(job):
+        cancel = getattr(job, "cancel", None)
+        if cancel is not None:
+            try:
+                cancel()
+            except Exception:  # noqa: BLE001
+                logger.exception("cancelling the feeding job failed")
+
+    def _explain_failure(self, exc):
+        """The error to show for a failed feed: a node's own error when there is one."""
+        if isinstance(exc, NodeError):
+            return exc
+        deadline = time.monotonic() + 3.0
+        while True:  # a node error may be recorded a moment after the feeding task saw it
+            self._poll_nodes(timeout=0.2)
+            error = self._first_error()
+            if error is not None or time.monotonic() > deadline:
+                break
+        if error is not None:
+            return error
+        for eid in self._fed():
+            try:
+                recorded = ray.get(self.queue_actors[eid].get_error.remote(), timeout=5)
+            except Exception:  # noqa: BLE001
+                continue
+            if recorded:
+                job_name, task_index = self.roles[eid]
+                return NodeError(job_name, task_index, recorded[0], recorded[1])
+        if isinstance(exc, (RayTFNodeError, KeyboardInterrupt)):
+            return exc
+        from .bridges.errors import unwrap
+        return unwrap(exc)
+
+    def train(self, data, num_epochs=0, feed_timeout=600, qname="input"):
+        """*For InputMode.SPARK only*. Feeds ``data`` to the TF nodes for training and waits until it was read.
+
+        Every row of every epoch reaches exactly one fed node (chief/master/workers),
+        spread so that the nodes hold the same number of rows per epoch (within one
+        row); each epoch ends with an end-of-epoch marker that
+        ``DataFeed.epoch_batches`` and the ``tf.data`` helper stop at.
+
+        Args:
+          :data: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (lists of rows).
+          :num_epochs: number of times to feed the data; ``0`` keeps TensorFlowOnSpark's default of 10.
+          :feed_timeout: seconds a producer waits on a node that reads nothing before failing.
+          :qname: the queue to feed, ``'input'`` or another name given to ``run(queues=...)``.
+
+        Returns:
+          A dict with ``rows`` fed per epoch, ``consumed`` and ``skipped`` rows, ``epochs`` and ``seconds``.
+        """
+        self._check_feed_args(qname, feed_timeout)
+        if not isinstance(num_epochs, int) or num_epochs < 0:
+            raise BadInputError("num_epochs must be an integer >= 0, got {!r}".format(num_epochs))
+        from .bridges import source_for
+        source = source_for(data, self.sc)
+        source.validate(self._input_mapping(qname))
+        if num_epochs == 0:
+            logger.info("num_epochs=0: feeding the data %d times (TensorFlowOnSpark's default)", DEFAULT_EPOCHS)
+            num_epochs = DEFAULT_EPOCHS
+        target = self._target(qname, feed_timeout)
+        report = {"epochs": 0, "rows": 0, "consumed": 0, "skipped": 0, "partitions": 0, "seconds": 0.0}
+        started = time.monotonic()
+        try:
+            for epoch in range(num_epochs):
+                job = source.train_job(target, epoch)
+                stats = self._watch(job, target, "epoch {}/{}".format(epoch + 1, num_epochs))
+                report["epochs"] += 1
+                report["partitions"] += len(stats)
+                for part in stats:
+                    report["rows"] += part["rows"]
+                    report["consumed"] += part["consumed"]
+                    report["skipped"] += part["skipped"]
+                for eid in self._fed():
+                    self.queue_actors[eid].put_marker.remote(qname, (END_EPOCH, target.feed_id, epoch))
+                if ray.get(self.coordinator.terminated.remote()) is not None:
+                    remaining = num_epochs - epoch - 1
+                    if remaining:
+                        logger.info("feeding was terminated: skipping the %d remaining epochs", remaining)
+                        report["skipped"] += remaining * (report["rows"] // max(report["epochs"], 1))
+                    break
+        finally:
+            self.coordinator.forget.remote(target.feed_id)
+        report["seconds"] = time.monotonic() - started
+        if report["skipped"]:
+            logger.info("train(): %d rows skipped after DataFeed.terminate()", report["skipped"])
+        self._raise_node_error()
+        return report
+
+    def inference(self, data, feed_timeout=600, qname="input"):
+        """*For InputMode.SPARK only*. Feeds ``data`` for inference and returns the results.
+
+        Results come back one per input row, in input order per partition:
+        for an RDD (or a DataFrame) a lazy RDD whose partition i holds the results
+        of input partition i; for a Ray Dataset a Ray Dataset; for a list of
+        partitions a list of result lists. Partitions run concurrently across the
+        fed nodes.
+
+        Args:
+          :data: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions.
+          :feed_timeout: seconds a producer waits on a node that answers nothing before failing.
+          :qname: the queue to feed.
+        """
+        self._check_feed_args(qname, feed_timeout)
+        from .bridges import source_for
+        source = source_for(data, self.sc)
+        source.validate(self._input_mapping(qname))
+        target = self._target(qname, feed_timeout)
+        return source.inference(target, self)
+
+    def shutdown(self, ssc=None, grace_secs=0, timeout=259200):
+        """Stops the cluster: ends the feeds, waits for the nodes' ``map_fun``, releases every actor.
+
+        Fed nodes (chief/master/workers) get an end-of-feed marker and are waited
+        for; ``ps`` and ``evaluator`` nodes, which usually never return, get
+        ``grace_secs`` more and are then stopped. The first node error is raised
+        after everything was released.
+
+        Args:
+          :ssc: a ``StreamingContext``, waited for before shutting down.
+          :grace_secs: seconds to let ``ps``/``evaluator`` nodes finish on their own.
+          :timeout: seconds to wait for the nodes; then every actor is stopped and
+            :class:`raytfnode.errors.ShutdownTimeoutError` is raised (the process goes on).
+        """
+        if self._stopped:
+            return
+        started = time.monotonic()
+        error = None
+        try:
+            if ssc is not None:
+                while not ssc.awaitTerminationOrTimeout(1):
+                    self._poll_nodes()
+                    if all(eid in self._outcomes for eid in self._fed()):
+                        ssc.stop(stopSparkContext=False, stopGraceFully=True)
+            if self.input_mode == InputMode.SPARK:
+                for eid in self._fed():
+                    for qname in self.queues:
+                        if qname not in CONTROL_QUEUES:
+                            self.queue_actors[eid].put_marker.remote(qname, (END_FEED,))
+            workers = set(self._fed())
+            deadline = started + timeout
+            while not workers.issubset(self._outcomes):
+                if time.monotonic() > deadline:
+                    running = [self._name(eid) for eid in sorted(workers - set(self._outcomes))]
+                    raise ShutdownTimeoutError(
+                        "shutdown(timeout={}) expired with map_fun still running on {}; every actor of the "
+                        "cluster was stopped".format(timeout, ", ".join(running)))
+                self._poll_nodes(timeout=min(WATCH_SECONDS, max(0.0, deadline - time.monotonic())))
+                if self._first_error() is not None:
+                    break
+            others = set(range(len(self.roles))) - workers
+            grace_deadline = time.monotonic() + grace_secs
+            while others and not others.issubset(self._outcomes) and time.monotonic() < grace_deadline:
+                self._poll_nodes(timeout=WATCH_SECONDS)
+            error = self._first_error()
+        except BaseException as exc:
+            error = exc
+        finally:
+            self._release()
+        logger.info("cluster %s shut down in %.2f s", self.cluster_id, time.monotonic() - started)
+        if error is not None:
+            raise error
+
+    def _release(self):
+        """Stops TensorBoard and kills every actor and the placement group of the cluster."""
+        self._stopped = True
+        if self.tensorboard_node is not None:
+            try:
+                ray.get(self.tensorboard_node.stop_tensorboard.remote(), timeout=5)
+            except Exception:  # noqa: BLE001
+                pass
+        for handle in self.queue_actors:
+            try:
+                handle.close.remote()
+            except Exception:  # noqa: BLE001
+                pass
+        for handle in list(self.nodes) + list(self.queue_actors) + ([self.coordinator] if self.coordinator else []):
+            try:
+                ray.kill(handle, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+        if self.placement_group is not None:
+            try:
+                remove_placement_group(self.placement_group)
+            except Exception:  # noqa: BLE001
+                pass
+            self.placement_group = None
+        self._joins.clear()
+
+    def tensorboard_url(self):
+        """URL of the TensorBoard server of the cluster, or ``None`` when ``tensorboard=False``."""
+        return self._tensorboard_url
+
+    def node_status(self):
+        """Status of every node: name, whether ``map_fun`` runs, its outcome, ``TF_CONFIG`` and GPUs."""
+        self._check_running()
+        return ray.get([node.status.remote() for node in self.nodes])
+
+
+def _default_fs(sc):
+    if sc is None:
+        return "file://"
+    try:
+        return sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file://"
+    except Exception:  # noqa: BLE001
+        return "file://"
+
+
+def _spark_context(sc):
+    if sc is None:
+        return None
+    return getattr(sc, "sparkContext", sc)
+
+
+def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mode=InputMode.TENSORFLOW,
+        log_dir=None, driver_ps_nodes=False, master_node=None, reservation_timeout=600,
+        queues=("input", "output", "error"), eval_node=False, release_port=True, *, num_cpus=1, num_gpus=0,
+        resources=None, memory=None, role_resources=None, placement_strategy=None, queue_max_bytes=64 << 20,
+        chunk_bytes=4 << 20, working_dir=None, import_tensorflow=True, env_vars=None):
+    """Starts the TensorFlow cluster on Ray and runs ``map_fun`` on every node.
+
+    Args:
+      :sc: a SparkContext or SparkSession (RayDP's or any Spark whose Python workers
+        reach this Ray cluster), or ``None`` for a program without Spark.
+      :map_fun: user-supplied TensorFlow "main" function, called as ``map_fun(tf_args, ctx)``.
+      :tf_args: ``argparse`` args, or command-line ``ARGV``; a list becomes ``sys.argv`` on the nodes.
+      :num_executors: number of TF nodes (Ray actors) to start.
+      :num_ps: number of ``ps`` nodes.
+      :tensorboard: boolean indicating if the chief (or ``worker:0``) should start TensorBoard.
+      :input_mode: ``InputMode.SPARK`` (fed by ``train``/``inference``) or ``InputMode.TENSORFLOW``.
+      :log_dir: directory for TensorBoard logs (default ``<working dir>/tensorboard``).
+      :driver_ps_nodes: run the ``ps`` nodes on the Ray node of the driver.
+      :master_node: name of the "master" or "chief" node in the cluster template, or ``None``.
+      :reservation_timeout: seconds to wait for every node actor to be placed and started.
+      :queues: names of the queues of each node; data queues beyond ``'input'`` can be fed by name.
+      :eval_node: run one node as the ``evaluator``.
+      :release_port: release the node's reserved port before ``map_fun``; with ``False`` the
+        ``map_fun`` calls ``ctx.release_port()`` itself.
+
+    Ray-only keyword arguments:
+      :num_cpus, num_gpus, memory, resources: Ray resources of every node actor.
+      :role_resources: per-role overrides, e.g. ``{'ps': {'num_cpus': 0.5}}``.
+      :placement_strategy: ``'PACK'``, ``'SPREAD'``, ``'STRICT_PACK'`` or ``'STRICT_SPREAD'``: place the
+        nodes through a placement group with that strategy.
+      :queue_max_bytes: bound on the chunk bytes each node's queue holds.
+      :chunk_bytes: target size of a chunk.
+      :working_dir: working directory of the nodes for relative paths (default: the driver's).
+      :import_tensorflow: import TensorFlow in every node while they start.
+      :env_vars: extra environment variables for the node processes.
+
+    Returns:
+      A :class:`TFCluster`, once every node runs its ``map_fun``.
+    """
+    if not callable(map_fun):
+        raise BadInputError("map_fun must be a function map_fun(args, ctx), got {!r}".format(map_fun))
+    if input_mode not in (InputMode.SPARK, InputMode.TENSORFLOW):
+        raise BadInputError("input_mode must be InputMode.SPARK or InputMode.TENSORFLOW, got {!r}".format(input_mode))
+    try:
+        template = roles_lib.cluster_template(num_executors, num_ps, master_node, eval_node)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
+    queues = tuple(queues)
+    if "input" not in queues:
+        raise BadInputError("queues must include 'input', got {}".format(list(queues)))
+    if not ray.is_initialized():
+        logger.info("Ray is not running: starting a local Ray instance")
+        ray.init()
+    cluster = TFCluster()
+    cluster.sc = _spark_context(sc)
+    cluster.input_mode = input_mode
+    cluster.queues = queues
+    cluster.cluster_id = uuid.uuid4().hex[:10]
+    cluster.namespace = "raytfnode-" + cluster.cluster_id
+    cluster.roles = roles_lib.node_roles(template)
+    cluster._chunk_bytes = chunk_bytes
+    requests = [node_request(job_name, num_cpus, num_gpus, memory, resources, role_resources)
+                for job_name, _ in cluster.roles]
+    check_feasible(requests, [roles_lib.node_name(*r) for r in cluster.roles])
+    working_dir = working_dir or os.getcwd()
+    if tensorboard and not log_dir:
+        log_dir = os.path.join(working_dir, "tensorboard")
+    started = time.monotonic()
+    try:
+        _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_max_bytes, env_vars,
+                      reservation_timeout)
+        infos = _reserve(cluster, requests, reservation_timeout, import_tensorflow)
+        cluster.cluster_info = [dict(info, job_name=job, task_index=index)
+                                for info, (job, index) in zip(infos, cluster.roles)]
+        addresses = ["{}:{}".format(info["host"], info["port"]) for info in infos]
+        cluster.cluster_spec = roles_lib.cluster_spec(cluster.roles, addresses)
+        context_fields = {
+            "defaultFS": _default_fs(cluster.sc),
+            "working_dir": working_dir,
+            "num_workers": len(cluster._fed()),
+            "log_dir": log_dir,
+        }
+        ray.get([node.start.remote(map_fun, tf_args, cluster.cluster_spec, context_fields, release_port)
+                 for node in cluster.nodes])
+        cluster._joins = {eid: node.join.remote(None) for eid, node in enumerate(cluster.nodes)}
+        if tensorboard:
+            names = [job for job, _ in cluster.roles]
+            chief = names.index(master_node) if master_node in names else names.index("worker")
+            cluster.tensorboard_node = cluster.nodes[chief]
+            cluster._tensorboard_url = ray.get(cluster.tensorboard_node.start_tensorboard.remote(log_dir))
+            logger.info("TensorBoard at %s", cluster._tensorboard_url)
+    except BaseException:
+        cluster._release()
+        raise
+    logger.info("TF cluster %s up in %.2f s: %s", cluster.cluster_id, time.monotonic() - started,
+                cluster.cluster_spec)
+    return cluster
+
+
+def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_max_bytes, env_vars,
+                  reservation_timeout):
+    names = [roles_lib.node_name(*r) for r in cluster.roles]
+    fed = cluster._fed()
+    cluster.coordinator = CoordinatorActor.options(
+        name=cluster._coordinator_name(), namespace=cluster.namespace).remote(len(fed))
+    cluster.queue_actors = [
+        NodeQueuesActor.options(name=cluster._queue_actor_name(eid), namespace=cluster.namespace).remote(
+            names[eid], list(cluster.queues), queue_max_bytes, cluster.coordinator if eid in fed else None)
+        for eid in range(len(cluster.roles))
+    ]
+    strategies = [None] * len(requests)
+    if placement_strategy:
+        bundles = [request.bundle() for request in requests]
+        cluster.placement_group = placement_group(bundles, strategy=placement_strategy,
+                                                  name="raytfnode-" + cluster.cluster_id)
+        ready, _ = ray.wait([cluster.placement_group.ready()], timeout=reservation_timeout)
+        if not ready:
+            raise ReservationTimeoutError(
+                "the placement group of {} TF nodes ({} strategy, bundles {}) was not placed within "
+                "reservation_timeout={} s; the cluster has {} available".format(
+                    len(bundles), placement_strategy, bundles, reservation_timeout,
+                    _short(ray.available_resources())))
+        strategies = [PlacementGroupSchedulingStrategy(cluster.placement_group, placement_group_bundle_index=i)
+                      for i in range(len(requests))]
+    elif driver_ps_nodes:
+        here = ray.get_runtime_context().get_node_id()
+        strategies = [NodeAffinitySchedulingStrategy(here, soft=False) if job == "ps" else None
+                      for job, _ in cluster.roles]
+    runtime_env = {"env_vars": dict({"TF_USE_LEGACY_KERAS": "1"}, **(env_vars or {}))}
+    cluster.nodes = []
+    for eid, ((job_name, task_index), request) in enumerate(zip(cluster.roles, requests)):
+        options = dict(request.actor_options(), name="raytfnode-{}-node-{}".format(cluster.cluster_id, eid),
+                       namespace=cluster.namespace, runtime_env=runtime_env)
+        if strategies[eid] is not None:
+            options["scheduling_strategy"] = strategies[eid]
+        cluster.nodes.append(TFNodeActor.options(**options).remote(
+            job_name, task_index, eid, cluster.queue_actors[eid]))
+
+
+def _reserve(cluster, requests, reservation_timeout, import_tensorflow):
+    refs = [node.reserve.remote(import_tensorflow) for node in cluster.nodes]
+    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=reservation_timeout)
+    if pending:
+        waiting = [roles_lib.node_name(*cluster.roles[refs.index(ref)]) for ref in pending]
+        raise ReservationTimeoutError(
+            "{} of {} TF nodes were not placed within reservation_timeout={} s: {} (each asks for {}); the Ray "
+            "cluster has {} available of {}. Free resources, lower the request or add Ray nodes".format(
+                len(pending), len(refs), reservation_timeout, ", ".join(waiting),
+                describe_request(requests[refs.index(pending[0])]), _short(ray.available_resources()),
+                _short(ray.cluster_resources())))
+    infos = []
+    for eid, ref in enumerate(refs):
+        try:
+            infos.append(ray.get(ref))
+        except RayActorError as exc:
+            job_name, task_index = cluster.roles[eid]
+            raise NodeError(job_name, task_index, "its actor failed to start: {}".format(exc)) from None
+    return infos
+
+
+def _short(resources):
+    keep = {k: v for k, v in resources.items() if not k.startswith("node:") and "memory" not in k
+            and not k.startswith("accelerator_type")}
+    return ", ".join("{}={:g}".format(k, v) for k, v in sorted(keep.items())) or "nothing"
+
+
+__all__ = ["InputMode", "TFCluster", "run", "GetTimeoutError", "FeedError"]

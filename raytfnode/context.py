@@ -1,0 +1,66 @@
+"""TFNodeContext: what ``map_fun(args, ctx)`` learns about its node."""
+from . import paths
+
+
+class TFNodeContext:
+    """Metadata of one TF node, passed to ``map_fun(args, ctx)``.
+
+    Attributes:
+      :executor_id: the node's position in the cluster template (alias ``worker_num``).
+      :job_name: the node's role: ``'ps'``, ``'chief'``/``'master'``, ``'evaluator'`` or ``'worker'``.
+      :task_index: the node's index within its role.
+      :cluster_spec: dict ``{job_name: ['host:port', ...]}`` of the whole cluster.
+      :num_workers: number of nodes that train (chief/master and workers).
+      :defaultFS: the default filesystem (``fs.defaultFS`` of the Spark context, else ``'file://'``).
+      :working_dir: directory for relative ``file://`` paths.
+      :mgr: the node's ``TFManager`` (its queues and shared state).
+      :tmp_socket: the socket holding the node's reserved port until ``release_port()``.
+      :gpu_ids: GPU ids Ray assigned to the node (also in ``CUDA_VISIBLE_DEVICES``).
+      :resources: the Ray resources assigned to the node's actor.
+      :log_dir: TensorBoard log directory of the cluster, or ``None``.
+    """
+
+    def __init__(self, executor_id=0, job_name="", task_index=0, cluster_spec=None, defaultFS="file://",
+                 working_dir=".", mgr=None, tmp_socket=None, num_workers=0, gpu_ids=(), resources=None,
+                 log_dir=None):
+        self.executor_id = executor_id
+        self.worker_num = executor_id
+        self.job_name = job_name
+        self.task_index = task_index
+        self.cluster_spec = cluster_spec or {}
+        self.num_workers = num_workers
+        self.defaultFS = defaultFS
+        self.working_dir = working_dir
+        self.mgr = mgr
+        self.tmp_socket = tmp_socket
+        self.gpu_ids = list(gpu_ids)
+        self.resources = dict(resources or {})
+        self.log_dir = log_dir
+
+    def __repr__(self):
+        return "TFNodeContext({}:{}, executor_id={})".format(self.job_name, self.task_index, self.executor_id)
+
+    def absolute_path(self, path):
+        """Convenience function to access ``TFNode.hdfs_path`` directly from this object instance."""
+        return paths.absolute_path(self.defaultFS, self.working_dir, path)
+
+    def get_data_feed(self, train_mode=True, qname_in="input", qname_out="output", input_mapping=None):
+        """Convenience function to access ``TFNode.DataFeed`` directly from this object instance."""
+        from .datafeed import DataFeed
+        return DataFeed(self.mgr, train_mode, qname_in, qname_out, input_mapping)
+
+    def release_port(self):
+        """Convenience function to access ``TFNode.release_port`` directly from this object instance."""
+        if self.tmp_socket is not None:
+            self.tmp_socket.close()
+            self.tmp_socket = None
+
+    def start_cluster_server(self, num_gpus=1, rdma=False):
+        """Convenience function to access ``TFNode.start_cluster_server`` directly from this object instance."""
+        from . import TFNode
+        return TFNode.start_cluster_server(self, num_gpus, rdma)
+
+    def export_saved_model(self, sess, export_dir, tag_set, signatures):
+        """Convenience function to access ``TFNode.export_saved_model`` directly from this object instance."""
+        from . import TFNode
+        return TFNode.export_saved_model(sess, export_dir, tag_set, signatures)

@@ -1,0 +1,194 @@
+"""The producer side of feeding: one partition into the TF nodes' queues.
+
+Bridges (Spark, Ray Data, the driver itself) call these functions wherever a
+partition is iterated: in a Spark Python worker, a Ray task or the driver.
+They know nothing of TensorFlow; they cut rows into chunks, put each chunk
+into the object store once, and hand its ref to a queue actor.
+
+A :class:`FeedTarget` says where to feed. It holds actor names, not handles,
+so it pickles into a Spark closure that runs in a process which has not
+connected to Ray yet.
+"""
+import dataclasses
+import logging
+import os
+import threading
+
+import ray
+
+from .chunks import chunk_rows
+from .errors import FeedError
+
+logger = logging.getLogger(__name__)
+
+MAX_PUTS_IN_FLIGHT = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedTarget:
+    """Where one feed (a ``train`` or ``inference`` call) goes.
+
+    Attributes:
+      :namespace: the cluster's Ray namespace.
+      :ray_address: GCS address for processes that must connect first (Spark workers).
+      :queue_names: actor names of the fed nodes' queue actors, in slot order.
+      :node_names: the fed nodes' names (``'worker:0'``), in slot order.
+      :coordinator_name: actor name of the cluster's coordinator.
+      :qname: the queue to feed (``'input'`` by default).
+      :feed_id: unique id of this feed.
+      :feed_timeout: seconds a producer waits on a node that makes no progress.
+      :chunk_bytes: target size of a chunk.
+      :chunk_rows: largest number of rows in a chunk.
+    """
+
+    namespace: str
+    ray_address: str
+    queue_names: tuple
+    node_names: tuple
+    coordinator_name: str
+    qname: str
+    feed_id: str
+    feed_timeout: float = 600.0
+    chunk_bytes: int = 4 << 20
+    chunk_rows: int = 65536
+
+
+_lock = threading.Lock()
+_handles = {}
+
+
+def connect(target):
+    """Connects this process to Ray (once) and returns ``(coordinator, [queue actors])``."""
+    with _lock:
+        if not ray.is_initialized():
+            ray.init(address=target.ray_address, namespace=target.namespace, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        key = (target.namespace, target.coordinator_name, target.queue_names)
+        if key not in _handles:
+            coordinator = ray.get_actor(target.coordinator_name, namespace=target.namespace)
+            queues = [ray.get_actor(name, namespace=target.namespace) for name in target.queue_names]
+            _handles.clear()
+            _handles[key] = (coordinator, queues)
+        return _handles[key]
+
+
+def _settle(calls, slots, node_names, results, limit):
+    """Waits until at most ``limit`` put calls are in flight; records their outcomes."""
+    while len(calls) > limit:
+        ready, _ = ray.wait(calls, num_returns=len(calls) - limit)
+        for ref in ready:
+            index = calls.index(ref)
+            calls.pop(index)
+            slot, rows = slots.pop(index)
+            results.append((slot, rows, ray.get(ref)))
+
+
+def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
+    """Feeds one partition of one training epoch and waits until its rows were consumed.
+
+    Args:
+      :target: the :class:`FeedTarget`.
+      :epoch: the epoch number; with ``partition`` it makes chunk keys that a
+        retried attempt reproduces exactly, so no row is delivered twice.
+      :partition: the partition index.
+      :rows: an iterator of rows, or
+      :chunks: an iterator of :class:`raytfnode.chunks.Chunk`.
+
+    Returns:
+      ``{'partition', 'epoch', 'rows', 'consumed', 'skipped'}``.
+    """
+    coordinator, queues = connect(target)
+    where = "partition {}".format(partition)
+    if chunks is None:
+        chunks = chunk_rows(rows, target.chunk_bytes, target.chunk_rows, where)
+    stats = {"partition": partition, "epoch": epoch, "rows": 0, "consumed": 0, "skipped": 0}
+    keys = [[] for _ in queues]
+    calls, call_slots, outcomes = [], [], []
+    terminated = ray.get(coordinator.terminated.remote()) is not None
+    for seq, chunk in enumerate(chunks):
+        stats["rows"] += chunk.num_rows
+        if terminated:
+            stats["skipped"] += chunk.num_rows
+            continue
+        chunk_key = (target.feed_id, epoch, partition, seq)
+        counts = ray.get(coordinator.assign.remote(target.feed_id, epoch, chunk_key, chunk.num_rows))
+        if counts is None:
+            terminated = True
+            stats["skipped"] += chunk.num_rows
+            continue
+        start = 0
+        for slot, count in enumerate(counts):
+            if not count:
+                continue
+            piece = chunk.slice(start, start + count)
+            start += count
+            key = chunk_key + (slot,)
+            ref = ray.put(piece)
+            calls.append(queues[slot].put_chunk.remote(target.qname, key, [ref], count, piece.nbytes, None, False,
+                                                       target.feed_timeout))
+            call_slots.append((slot, count))
+            keys[slot].append(key)
+            _settle(calls, call_slots, target.node_names, outcomes, MAX_PUTS_IN_FLIGHT)
+    _settle(calls, call_slots, target.node_names, outcomes, 0)
+    waits = [(slot, queues[slot].wait_consumed.remote(slot_keys, target.feed_timeout))
+             for slot, slot_keys in enumerate(keys) if slot_keys]
+    for slot, ref in waits:
+        summary = ray.get(ref)
+        if summary["lost"]:
+            raise FeedError("{}: {} chunks fed to node {} were lost with their producer and not re-sent".format(
+                where, len(summary["lost"]), target.node_names[slot]))
+        stats["consumed"] += summary["consumed"]
+        stats["skipped"] += summary["skipped"]
+    return stats
+
+
+def feed_inference_partition(target, partition, rows=None, chunks=None, run_id=""):
+    """Feeds one partition for inference and yields its results, in input order.
+
+    The whole partition goes to one node (``partition % number of fed nodes``);
+    results come back keyed by ``(feed, run, partition)``, so partitions that one
+    node processes at the same time never mix. ``run_id`` separates two
+    evaluations of the same lazy result (for Spark: the stage id).
+    """
+    coordinator, queues = connect(target)
+    where = "partition {}".format(partition)
+    if chunks is None:
+        chunks = chunk_rows(rows, target.chunk_bytes, target.chunk_rows, where)
+    slot = partition % len(queues)
+    queue = queues[slot]
+    tag = (target.feed_id, run_id, partition)
+    calls, call_slots, outcomes = [], [], []
+    total = 0
+    seq = -1
+    iterator = iter(chunks)
+    current = next(iterator, None)
+    while current is not None:
+        following = next(iterator, None)
+        seq += 1
+        key = tag + (seq,)
+        ref = ray.put(current)
+        calls.append(queue.put_chunk.remote(target.qname, key, [ref], current.num_rows, current.nbytes, tag,
+                                            following is None, target.feed_timeout))
+        call_slots.append((slot, current.num_rows))
+        total += current.num_rows
+        _settle(calls, call_slots, target.node_names, outcomes, MAX_PUTS_IN_FLIGHT)
+        current = following
+    _settle(calls, call_slots, target.node_names, outcomes, 0)
+    if seq < 0:
+        return
+    skipped = [rows for _, rows, outcome in outcomes if outcome == "skipped"]
+    if skipped:
+        raise FeedError("{}: node {} terminated its feed before inference; {} rows got no result".format(
+            where, target.node_names[slot], sum(skipped)))
+    answered = 0
+    for values in ray.get(queue.take_results.remote(tag, seq + 1, target.feed_timeout)):
+        answered += len(values)
+        yield from values
+    if answered != total:
+        raise FeedError("{}: node {} returned {} results for {} input rows".format(
+            where, target.node_names[slot], answered, total))
+
+
+def process_tag():
+    """A short text naming this process, for logs."""
+    return "pid {}".format(os.getpid())

@@ -1,0 +1,167 @@
+"""The TF node actor: one Ray actor per TF task.
+
+The actor reserves a port, learns its GPUs from Ray, receives its
+``TF_CONFIG`` from the driver and runs ``map_fun(args, ctx)`` on a daemon
+thread, so it keeps answering control calls (``join``, ``status``) while
+TensorFlow works, and ``ray.kill`` ends it at once even inside
+``server.join()``.
+"""
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+import ray
+
+from .context import TFNodeContext
+from .manager import TFManager
+
+logger = logging.getLogger(__name__)
+
+
+def _gpu_ids():
+    return [str(g) for g in ray.get_gpu_ids()]
+
+
+class _TFNode:
+    """Actor body. Created by :func:`raytfnode.cluster.run`; not meant to be used directly."""
+
+    def __init__(self, job_name, task_index, executor_id, queues_actor):
+        self.job_name = job_name
+        self.task_index = task_index
+        self.executor_id = executor_id
+        self.name = "{}:{}".format(job_name, task_index)
+        self.queues = queues_actor
+        self.gpu_ids = _gpu_ids()
+        # before TensorFlow is imported anywhere in this process
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids)
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        self.socket = None
+        self.thread = None
+        self.finished = threading.Event()
+        self.outcome = None             # None while running; ("ok",) or ("error", message, traceback)
+        self.started_at = None
+        self.tensorboard = None
+
+    def reserve(self, import_tensorflow=True):
+        """Reserves a port (held open until ``release_port``) and warms TensorFlow up.
+
+        Returns a dict with the node's ``host``, ``port``, ``gpu_ids``, Ray ``node_id``,
+        ``pid``, assigned ``resources`` and the seconds spent importing TensorFlow.
+        """
+        host = ray.util.get_node_ip_address()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("", 0))
+        self.socket = sock
+        import_seconds = 0.0
+        if import_tensorflow and "tensorflow" not in sys.modules:
+            started = time.monotonic()
+            import tensorflow  # noqa: F401  (warm-up: map_fun's import is then free)
+            import_seconds = time.monotonic() - started
+        context = ray.get_runtime_context()
+        return {
+            "host": host,
+            "port": sock.getsockname()[1],
+            "gpu_ids": self.gpu_ids,
+            "node_id": context.get_node_id(),
+            "pid": os.getpid(),
+            "resources": context.get_assigned_resources(),
+            "import_seconds": import_seconds,
+        }
+
+    def start(self, map_fun, tf_args, spec, context_fields, release_port=True):
+        """Sets ``TF_CONFIG`` and starts ``map_fun(tf_args, ctx)`` on a daemon thread."""
+        from .roles import tf_config
+        os.environ["TF_CONFIG"] = tf_config(spec, self.job_name, self.task_index)
+        ctx = TFNodeContext(executor_id=self.executor_id, job_name=self.job_name, task_index=self.task_index,
+                            cluster_spec=spec, mgr=TFManager(self.queues, self.name), tmp_socket=self.socket,
+                            gpu_ids=self.gpu_ids, resources=ray.get_runtime_context().get_assigned_resources(),
+                            **context_fields)
+        if release_port:
+            ctx.release_port()
+        if isinstance(tf_args, list):
+            sys.argv = tf_args
+        self.started_at = time.time()
+        self.thread = threading.Thread(target=self._run, args=(map_fun, tf_args, ctx), daemon=True,
+                                       name="map_fun-" + self.name)
+        self.thread.start()
+        return self.name
+
+    def _run(self, map_fun, tf_args, ctx):
+        try:
+            map_fun(tf_args, ctx)
+        except BaseException as exc:  # noqa: BLE001  (everything must reach the driver)
+            remote_traceback = traceback.format_exc()
+            message = "{}: {}".format(type(exc).__name__, exc)
+            self.outcome = ("error", message, remote_traceback)
+            logger.error("map_fun of %s failed:\n%s", self.name, remote_traceback)
+            try:
+                ray.get(self.queues.set_error.remote(message, remote_traceback), timeout=10)
+            except Exception:  # noqa: BLE001  (the queue actor may be gone at shutdown)
+                pass
+        else:
+            self.outcome = ("ok",)
+            try:
+                ray.get(self.queues.node_finished.remote(), timeout=10)
+            except Exception:  # noqa: BLE001
+                pass
+        finally:
+            self.finished.set()
+
+    def join(self, timeout=None):
+        """Waits up to ``timeout`` s for ``map_fun``; returns ``None`` while it runs, else its outcome."""
+        self.finished.wait(timeout)
+        return self.outcome
+
+    def status(self):
+        return {"name": self.name, "running": self.thread is not None and not self.finished.is_set(),
+                "outcome": self.outcome, "env_tf_config": json.loads(os.environ.get("TF_CONFIG", "null")),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+    def start_tensorboard(self, log_dir):
+        """Starts TensorBoard on this node for ``log_dir``; returns its URL once it serves."""
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise RuntimeError("tensorboard=True needs the tensorboard package on the nodes: "
+                               "pip install 'raytfnode[tensorboard]'") from None
+        os.makedirs(log_dir, exist_ok=True)
+        host = ray.util.get_node_ip_address()
+        probe = socket.socket()
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        command = [sys.executable, "-m", "tensorboard.main", "--logdir", log_dir, "--host", host,
+                   "--port", str(port)]
+        self.tensorboard = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                            start_new_session=True)
+        url = "http://{}:{}".format(host, port)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.tensorboard.poll() is not None:
+                raise RuntimeError("TensorBoard exited with code {} on {}".format(self.tensorboard.returncode,
+                                                                                  self.name))
+            try:
+                with socket.create_connection((host, port), timeout=1):
+                    return url
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("TensorBoard did not start serving on {} within 60 s".format(url))
+
+    def stop_tensorboard(self):
+        if self.tensorboard is not None and self.tensorboard.poll() is None:
+            self.tensorboard.terminate()
+            try:
+                self.tensorboard.wait(5)
+            except subprocess.TimeoutExpired:
+                self.tensorboard.kill()
+        self.tensorboard = None
+
+
+TFNodeActor = ray.remote(max_concurrency=8)(_TFNode)

@@ -1,0 +1,77 @@
+"""Progress of a feed on the driver: rows fed and consumed per node, and the rate.
+
+On a terminal it is one line redrawn in place; otherwise a log line every
+``log_seconds``.
+"""
+import logging
+import sys
+import time
+
+import ray
+
+logger = logging.getLogger(__name__)
+
+
+class FeedProgress:
+    """Polls the fed nodes' queue actors and reports their counters."""
+
+    def __init__(self, queue_actors, node_names, description, interval=1.0, log_seconds=10.0, stream=None):
+        self.queue_actors = queue_actors
+        self.node_names = node_names
+        self.description = description
+        self.interval = interval
+        self.log_seconds = log_seconds
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.started = time.monotonic()
+        self.last_poll = 0.0
+        self.last_log = self.started
+        self.baseline = None
+        self.drawn = False
+        self._poll()
+
+    def _poll(self):
+        try:
+            stats = ray.get([q.stats.remote() for q in self.queue_actors], timeout=2)
+        except Exception:  # noqa: BLE001  (progress must never break feeding)
+            return None
+        consumed = [s["consumed_rows"] for s in stats]
+        if self.baseline is None:
+            self.baseline = consumed
+        return stats, [c - b for c, b in zip(consumed, self.baseline)]
+
+    def line(self, per_node):
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        total = sum(per_node)
+        nodes = " ".join("{}={}".format(n, c) for n, c in zip(self.node_names, per_node))
+        return "raytfnode {}: {} rows consumed ({:,.0f} rows/s) [{}]".format(
+            self.description, total, total / elapsed, nodes)
+
+    def update(self):
+        now = time.monotonic()
+        if now - self.last_poll < self.interval:
+            return
+        self.last_poll = now
+        polled = self._poll()
+        if polled is None:
+            return
+        text = self.line(polled[1])
+        if self.tty:
+            self.stream.write("\r" + text[:160].ljust(160))
+            self.stream.flush()
+            self.drawn = True
+        elif now - self.last_log >= self.log_seconds:
+            self.last_log = now
+            logger.info(text)
+
+    def close(self):
+        polled = self._poll()
+        if polled is not None:
+            text = self.line(polled[1])
+            if self.tty and self.drawn:
+                self.stream.write("\r" + text[:160].ljust(160) + "\n")
+                self.stream.flush()
+            elif time.monotonic() - self.started >= self.log_seconds:
+                logger.info(text)
+            else:
+                logger.debug(text)

@@ -1,0 +1,100 @@
+"""Ray resource requests of TF nodes, and the check that they can ever be placed."""
+import dataclasses
+
+import ray
+
+from .errors import BadInputError, ReservationTimeoutError
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeRequest:
+    """The Ray resources one TF node actor asks for."""
+
+    num_cpus: float = 1
+    num_gpus: float = 0
+    memory: int = None
+    resources: tuple = ()
+
+    def actor_options(self):
+        """Keyword arguments for ``ActorClass.options``."""
+        options = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory:
+            options["memory"] = self.memory
+        if self.resources:
+            options["resources"] = dict(self.resources)
+        return options
+
+    def bundle(self):
+        """The placement-group bundle of this request (a bundle cannot be empty)."""
+        bundle = {"CPU": self.num_cpus or 0.001}
+        if self.num_gpus:
+            bundle["GPU"] = self.num_gpus
+        if self.memory:
+            bundle["memory"] = self.memory
+        bundle.update(dict(self.resources))
+        return bundle
+
+    def amounts(self):
+        """``{resource: amount}`` with Ray's names (``CPU``, ``GPU``, ``memory``, custom)."""
+        amounts = {"CPU": self.num_cpus, "GPU": self.num_gpus}
+        if self.memory:
+            amounts["memory"] = self.memory
+        amounts.update(dict(self.resources))
+        return {k: v for k, v in amounts.items() if v}
+
+
+def node_request(job_name, num_cpus=1, num_gpus=0, memory=None, resources=None, role_resources=None):
+    """The request of a node of role ``job_name``, with the per-role overrides applied."""
+    values = {"num_cpus": num_cpus, "num_gpus": num_gpus, "memory": memory, "resources": resources}
+    override = (role_resources or {}).get(job_name, {})
+    unknown = set(override) - set(values)
+    if unknown:
+        raise BadInputError("role_resources[{!r}] has unknown keys {}; use {}".format(
+            job_name, sorted(unknown), sorted(values)))
+    values.update(override)
+    for key in ("num_cpus", "num_gpus"):
+        if values[key] is None or values[key] < 0:
+            raise BadInputError("{} must be >= 0 for {} nodes, got {!r}".format(key, job_name, values[key]))
+    return NodeRequest(values["num_cpus"], values["num_gpus"], values["memory"],
+                       tuple(sorted((values["resources"] or {}).items())))
+
+
+def describe_request(request):
+    return ", ".join("{}={:g}".format(k, v) for k, v in sorted(request.amounts().items())) or "nothing"
+
+
+def check_feasible(requests, node_names):
+    """Fails at once when no Ray node could ever hold one TF node, or the cluster could never hold them all.
+
+    A request that only has to wait for resources in use (for example by Spark
+    executors) passes; ``reservation_timeout`` bounds that wait.
+    """
+    largest = {}
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        for key, value in node.get("Resources", {}).items():
+            largest[key] = max(largest.get(key, 0), value)
+    totals = ray.cluster_resources()
+    for name, request in zip(node_names, requests):
+        for key, amount in request.amounts().items():
+            if amount > largest.get(key, 0):
+                raise ReservationTimeoutError(
+                    "TF node {} asks for {}={:g} but the largest Ray node has {:g} (the cluster: {}); lower the "
+                    "request{}".format(name, key, amount, largest.get(key, 0), _summary(totals),
+                                       " or start Ray with GPUs" if key == "GPU" else " or add Ray nodes"))
+    needed = {}
+    for request in requests:
+        for key, amount in request.amounts().items():
+            needed[key] = needed.get(key, 0) + amount
+    for key, amount in needed.items():
+        if amount > totals.get(key, 0) + 1e-9:
+            raise ReservationTimeoutError(
+                "{} TF nodes ask for {}={:g} in all but the whole Ray cluster has {:g}; lower num_executors or "
+                "the per-node request, or add Ray nodes".format(len(requests), key, amount, totals.get(key, 0)))
+
+
+def _summary(resources):
+    keep = {k: v for k, v in resources.items() if k in ("CPU", "GPU") or not (
+        k.startswith("node:") or "memory" in k or k.startswith("accelerator_type"))}
+    return ", ".join("{}={:g}".format(k, v) for k, v in sorted(keep.items()))
