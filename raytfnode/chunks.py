@@ -21,6 +21,7 @@ does not match (another length, another shape, ``None`` in a numeric column)
 is rejected with :class:`raytfnode.errors.BadInputError` naming the row and
 the column, instead of being silently converted.
 """
+import itertools
 import numbers
 
 import numpy as np
@@ -279,15 +280,12 @@ def chunk_rows(row_iter, target_bytes=4 << 20, max_rows=65536, where=""):
     layout = row_layout(first)
     per_chunk = rows_per_chunk(first, target_bytes, max_rows)
     buffer = [first]
+    buffer.extend(itertools.islice(iterator, per_chunk - 1))
     start = 0
-    for row in iterator:
-        buffer.append(row)
-        if len(buffer) >= per_chunk:
-            yield encode_rows(buffer, layout, where, start)
-            start += len(buffer)
-            buffer = []
-    if buffer:
+    while buffer:
         yield encode_rows(buffer, layout, where, start)
+        start += len(buffer)
+        buffer = list(itertools.islice(iterator, per_chunk))
 
 
 def chunk_from_arrow(batch, where="", first_row_index=0):

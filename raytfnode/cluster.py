@@ -264,7 +264,9 @@ class TFCluster:
                     remaining = num_epochs - epoch - 1
                     if remaining:
                         logger.info("feeding was terminated: skipping the %d remaining epochs", remaining)
-                        report["skipped"] += remaining * (report["rows"] // max(report["epochs"], 1))
+                        skipped_epochs = remaining * (report["rows"] // max(report["epochs"], 1))
+                        report["skipped"] += skipped_epochs
+                        report["rows"] += skipped_epochs   # rows == consumed + skipped
                     break
         finally:
             self.coordinator.forget.remote(target.feed_id)

@@ -7,10 +7,10 @@ import logging
 
 import numpy as np
 import ray
-from ray.exceptions import ObjectLostError, OwnerDiedError
+from ray.exceptions import ObjectLostError, OwnerDiedError, RayActorError
 
 from .chunks import concat_chunks
-from .errors import BadInputError
+from .errors import BadInputError, ClusterStoppedError
 from .feed_queue import CHUNK, END_EPOCH, END_FEED, ITEM
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,10 @@ class _EntryReader:
         while not self._buffer:
             request = self._ahead if self._ahead is not None else self._request()
             self._ahead = None
-            entries = ray.get(request)
+            try:
+                entries = ray.get(request)
+            except RayActorError:
+                raise ClusterStoppedError("the queues of this node are gone: its cluster was shut down") from None
             if entries:
                 self._buffer.extend(entries)
                 refs = [e[2][0] for e in entries if e[0] == CHUNK]
@@ -85,6 +88,11 @@ class DataFeed:
         self.input_tensors = [tensor for _, tensor in sorted(input_mapping.items())] if input_mapping else None
         self._input_columns = sorted(input_mapping) if input_mapping else None
         self._actor = mgr._actor
+        try:
+            ray.get(self._actor.ping.remote())
+        except RayActorError:
+            raise ClusterStoppedError("cannot build a DataFeed on {}: its cluster was shut down".format(
+                getattr(mgr, "node_name", "this manager"))) from None
         self._reader = _EntryReader(self._actor, qname_in)
         self._current = None         # [entry, chunk, position]
         self._last_pieces = None     # pieces of the last batch read (inference answers)
@@ -300,7 +308,8 @@ class DataFeed:
         offset = 0
         for piece in pieces:
             if piece[0] == "item":
-                self._actor.put_item.remote(self.qname_out, results[offset])
+                # one at a time: the async queue actor may run concurrent puts out of order
+                ray.get(self._actor.put_item.remote(self.qname_out, results[offset]))
                 offset += 1
                 continue
             entry, _, start, stop = piece

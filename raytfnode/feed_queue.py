@@ -109,6 +109,8 @@ class _NodeQueues:
     # ------------------------------------------------------- state and errors
 
     def ping(self):
+        """The node's name; fails once the cluster was shut down."""
+        self._raise_if_closed_for_reader()
         return self.node_name
 
     async def node_finished(self):
@@ -257,6 +259,7 @@ class _NodeQueues:
             return "replaced"
         if self.terminated:
             self.key_state[key] = "skipped"
+            self.key_rows[key] = num_rows   # wait_consumed reports these rows as skipped
             self.skipped_rows += num_rows
             return "skipped"
         self._raise_if_stopped(num_rows)
@@ -272,6 +275,7 @@ class _NodeQueues:
                     self.node_name, timeout, name, queue.bytes))
         if self.terminated:
             self.key_state[key] = "skipped"
+            self.key_rows[key] = num_rows   # wait_consumed reports these rows as skipped
             self.skipped_rows += num_rows
             return "skipped"
         self._raise_if_stopped(num_rows)

@@ -29,7 +29,9 @@ def absolute_path(default_fs, working_dir, path, user=None):
     """
     if has_scheme(path):
         return path
-    fs = default_fs.rstrip("/") if not default_fs.endswith("://") else default_fs
+    fs = default_fs.rstrip("/")
+    if fs.endswith(":"):  # 'file:///' (Hadoop's default fs.defaultFS) -> 'file://'
+        fs += "//"
     if path.startswith("/"):
         return fs + path
     if fs.startswith(("hdfs://", "viewfs://")):

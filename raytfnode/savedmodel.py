@@ -69,12 +69,16 @@ def _export_tf2(model, export_dir, tags, signatures):
         specs = [(alias, _pick(input_specs, name, "input", alias)) for alias, name in aliases]
         outputs = [(alias, _pick(output_names, name, "output", alias)) for alias, name in sig["outputs"].items()]
 
-        def serve(*args, _specs=specs, _outputs=outputs):
-            values = model(list(args) if len(args) > 1 else args[0], training=False)
-            values = values if isinstance(values, (list, tuple)) else [values]
-            return {alias: values[index] for alias, index in _outputs}
-
         signature = [tf.TensorSpec(spec.shape, spec.dtype, name=alias) for alias, spec in specs]
-        functions[key] = tf.function(serve, input_signature=signature).get_concrete_function()
+        functions[key] = tf.function(_serving_fn(model, outputs), input_signature=signature).get_concrete_function()
     tf.saved_model.save(model, export_dir, signatures=functions)
     return export_dir
+
+
+def _serving_fn(model, outputs):
+    """The serving function of one signature (a closure: tf.function rejects extra keyword arguments)."""
+    def serve(*args):
+        values = model(list(args) if len(args) > 1 else args[0], training=False)
+        values = values if isinstance(values, (list, tuple)) else [values]
+        return {alias: values[index] for alias, index in outputs}
+    return serve

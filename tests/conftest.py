@@ -7,10 +7,12 @@ exercised without GPU hardware. Spark comes in two kinds, local mode and RayDP;
 starts once.
 """
 import os
+import re
 import sys
 import time
 
 import pytest
+import ray
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -47,7 +49,7 @@ def _start_local_spark():
 def _start_raydp_spark():
     import raydp
 
-    return raydp.init_spark("raytfnode-tests-{}".format(os.getpid()), num_executors=2, executor_cores=1,
+    return raydp.init_spark("rtn-tests-{}".format(os.getpid()), num_executors=2, executor_cores=1,
                             executor_memory="1GB",
                             configs={"spark.task.maxFailures": "4", "spark.ui.enabled": "false",
                                      "spark.sql.execution.arrow.pyspark.enabled": "true"})
@@ -59,12 +61,23 @@ def _stop_spark(kind, spark):
         raydp.stop_spark()
         time.sleep(1.0)  # RayDP's named actors linger briefly after stop_spark
     else:
+        from pyspark import SparkContext
         spark.stop()
+        # end the JVM too: a later RayDP session must launch its own JVM with RayDP's jars
+        gateway = SparkContext._gateway
+        if gateway is not None:
+            process = getattr(gateway, "proc", None)
+            gateway.shutdown()
+            if process is not None:
+                process.kill()
+                process.wait()
+            SparkContext._gateway = None
+            SparkContext._jvm = None
 
 
-@pytest.fixture(scope="session", params=["local", "raydp"])
+@pytest.fixture(scope="session", params=["raydp", "local"])
 def spark(request, ray_cluster):
-    """A SparkSession: Spark local mode, then RayDP's Spark on the Ray cluster."""
+    """A SparkSession: RayDP's Spark on the Ray cluster, then Spark local mode."""
     kind = request.param
     session = _start_local_spark() if kind == "local" else _start_raydp_spark()
     session.sparkContext.setLogLevel("ERROR")
@@ -80,20 +93,26 @@ def no_leftovers(ray_cluster):
     assert_no_leftovers()
 
 
-def assert_no_leftovers(timeout=15.0):
-    from ray.util.state import list_actors, list_placement_groups
+_CLUSTER_NAME = re.compile(r"^raytfnode-[0-9a-f]{10}(-|$)")
 
+
+def assert_no_leftovers(timeout=15.0):
+    """Fails when an actor or placement group of a raytfnode cluster is still alive.
+
+    Every raytfnode actor is named ``raytfnode-<cluster id>-...``; live named
+    actors and placement groups come from this session's own Ray cluster (the
+    state API would need the dashboard, which the session starts without).
+    """
     deadline = time.monotonic() + timeout
     while True:
-        actors = [a for a in list_actors(filters=[("state", "!=", "DEAD")], limit=10000)
-                  if (a.get("ray_namespace") or "").startswith("raytfnode-")
-                  or (a.get("name") or "").startswith("raytfnode-")]
-        groups = [g for g in list_placement_groups(limit=10000)
-                  if (g.get("name") or "").startswith("raytfnode-") and g.get("state") != "REMOVED"]
+        actors = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                  if _CLUSTER_NAME.match(a.get("name") or "")]
+        groups = [g for g in ray.util.placement_group_table().values()
+                  if _CLUSTER_NAME.match(g.get("name") or "") and g.get("state") != "REMOVED"]
         if not actors and not groups:
             return
         if time.monotonic() > deadline:
             raise AssertionError("left behind: actors {} placement groups {}".format(
-                [(a.get("class_name"), a.get("name"), a.get("state")) for a in actors],
+                [(a.get("namespace"), a.get("name")) for a in actors],
                 [(g.get("name"), g.get("state")) for g in groups]))
         time.sleep(0.25)
