@@ -10,6 +10,7 @@ It keeps the documented API of ``tensorflowonspark.TFNode``.
 """
 import logging
 import warnings
+import weakref
 
 from . import paths
 from .datafeed import DataFeed
@@ -99,13 +100,13 @@ def release_port(ctx):
     ctx.release_port()
 
 
-_feeds = {}   # id(mgr) -> the DataFeed the deprecated functions share
+_feeds = weakref.WeakKeyDictionary()   # mgr -> the DataFeed the deprecated functions share
 
 
 def _feed(mgr, qname_in="input"):
-    feed = _feeds.get(id(mgr))
+    feed = _feeds.get(mgr)
     if feed is None or feed.qname_in != qname_in:
-        feed = _feeds[id(mgr)] = DataFeed(mgr, train_mode=True, qname_in=qname_in)
+        feed = _feeds[mgr] = DataFeed(mgr, train_mode=True, qname_in=qname_in)
     return feed
 
 
@@ -118,7 +119,7 @@ def next_batch(mgr, batch_size, qname="input"):
 def batch_results(mgr, results, qname="output"):
     """*DEPRECATED*. Use TFNode.DataFeed class instead."""
     warnings.warn("TFNode.batch_results is deprecated; use TFNode.DataFeed", DeprecationWarning, stacklevel=2)
-    feed = _feeds.get(id(mgr)) or _feed(mgr)
+    feed = _feeds.get(mgr) or _feed(mgr)
     feed.qname_out = qname
     feed.batch_results(results)
 

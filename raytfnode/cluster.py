@@ -132,6 +132,7 @@ class TFCluster:
             feed_id=uuid.uuid4().hex[:12],
             feed_timeout=float(feed_timeout),
             chunk_bytes=self._chunk_bytes,
+            auth_mode=os.environ.get("RAY_AUTH_MODE"),
         )
 
     def _queue_actor_name(self, executor_id):

@@ -113,14 +113,17 @@ class DataFeed:
             return None
 
     def _finish_chunk(self, entry):
-        if self.train_mode:
+        # a training chunk (no inference tag) counts as consumed once read, also when a TensorFlowOnSpark
+        # program trains through DataFeed(mgr, False); inference chunks are acknowledged by their results
+        if self.train_mode or entry[4] is None:
             self._actor.ack.remote(self.qname_in, [entry[1]], entry[3])
 
     def _read(self, batch_size, stop_at_epoch=False):
         """Reads up to ``batch_size`` rows as pieces ``(entry, chunk, start, stop)`` or ``('item', value)``."""
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
             raise BadInputError("batch_size must be a positive integer, got {!r}".format(batch_size))
-        if not self.train_mode and self._last_pieces:
+        if not self.train_mode and self._last_pieces and any(
+                piece[0] == "item" or piece[0][4] is not None for piece in self._last_pieces):
             raise BadInputError(
                 "call batch_results() for the previous batch of {} rows before reading the next one "
                 "(inference needs one result per input row)".format(self._last_rows))

@@ -266,7 +266,7 @@ class _NodeQueues:
         queue = self._queue(name)
         ok = await self._wait(
             lambda: queue.bytes < self.max_bytes or not queue.entries or self.error is not None
-            or self.closed or self.terminated or self.finished, timeout)
+            or self.closed or self.terminated or self.finished or self.key_state.get(key) != state, timeout)
         self._raise_if_failed()
         if not ok:
             raise FeedTimeoutError(
@@ -279,6 +279,10 @@ class _NodeQueues:
             self.skipped_rows += num_rows
             return "skipped"
         self._raise_if_stopped(num_rows)
+        if self.key_state.get(key) != state:
+            # another producer of this chunk (a retried task) put it while this call waited for room:
+            # decide again (duplicate / replace), or the chunk would be queued twice
+            return await self.put_chunk(name, key, ref_box, num_rows, nbytes, tag, last, timeout)
         queue.entries.append((CHUNK, key, ref_box, num_rows, tag, last, nbytes))
         queue.bytes += nbytes
         queue.unfinished += 1

@@ -39,6 +39,8 @@ class FeedTarget:
       :feed_timeout: seconds a producer waits on a node that makes no progress.
       :chunk_bytes: target size of a chunk.
       :chunk_rows: largest number of rows in a chunk.
+      :auth_mode: the driver's ``RAY_AUTH_MODE`` (``'token'`` when its ``ray.init()`` started the
+        cluster with token authentication), for processes that did not inherit it.
     """
 
     namespace: str
@@ -51,6 +53,7 @@ class FeedTarget:
     feed_timeout: float = 600.0
     chunk_bytes: int = 4 << 20
     chunk_rows: int = 65536
+    auth_mode: str = None
 
 
 _lock = threading.Lock()
@@ -61,6 +64,12 @@ def connect(target):
     """Connects this process to Ray (once) and returns ``(coordinator, [queue actors])``."""
     with _lock:
         if not ray.is_initialized():
+            if target.auth_mode and not os.environ.get("RAY_AUTH_MODE"):
+                # a Spark worker forked by a JVM started before the driver's ray.init() lacks the
+                # RAY_AUTH_MODE=token that ray.init() set; with an explicit address Ray never enables it
+                os.environ["RAY_AUTH_MODE"] = target.auth_mode
+                from ray._raylet import Config
+                Config.initialize("")  # Ray caches its config at import: re-read it (as ray.init does)
             ray.init(address=target.ray_address, namespace=target.namespace, log_to_driver=False,
                      logging_level=logging.WARNING)
         key = (target.namespace, target.coordinator_name, target.queue_names)
