@@ -1,0 +1,369 @@
+"""Pure functions of raytfnode, no Ray cluster: roles, paths, chunk encoding, balanced splitting."""
+import getpass
+import json
+import random
+import types
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from raytfnode import TFNode, chunks, coordinator, paths, roles
+from raytfnode.errors import BadInputError
+
+# --------------------------------------------------------------------- roles
+
+
+def test_cluster_template_orders_ps_master_evaluator_then_workers():
+    template = roles.cluster_template(7, 2, master_node="chief", eval_node=True)
+    assert list(template) == ["ps", "chief", "evaluator", "worker"]
+    assert template == {"ps": [0, 1], "chief": [2], "evaluator": [3], "worker": [4, 5, 6]}
+    assert roles.node_roles(template) == [("ps", 0), ("ps", 1), ("chief", 0), ("evaluator", 0),
+                                          ("worker", 0), ("worker", 1), ("worker", 2)]
+
+
+def test_cluster_template_without_ps_master_or_evaluator_is_all_workers():
+    assert roles.cluster_template(3, 0) == {"worker": [0, 1, 2]}
+    assert roles.cluster_template(2, 0, master_node="master") == {"master": [0], "worker": [1]}
+
+
+def test_cluster_template_too_few_executors_raises_value_error_naming_the_numbers():
+    with pytest.raises(ValueError) as info:
+        roles.cluster_template(3, 2, master_node="chief")
+    text = str(info.value)
+    assert "num_executors=3" in text
+    assert "2 ps" in text and "1 chief" in text
+    assert "at least 4" in text
+    with pytest.raises(ValueError, match="at least 3"):
+        roles.cluster_template(2, 1, eval_node=True)
+
+
+def test_cluster_template_rejects_negative_ps_and_unknown_master_name():
+    with pytest.raises(ValueError, match="num_ps"):
+        roles.cluster_template(3, -1)
+    with pytest.raises(ValueError, match="boss"):
+        roles.cluster_template(3, 0, master_node="boss")
+
+
+def test_cluster_spec_lists_each_job_in_task_index_order():
+    # executor ids out of task order: worker:1 is executor 0, worker:0 is executor 2
+    node_roles = [("worker", 1), ("ps", 0), ("worker", 0), ("chief", 0)]
+    addresses = ["h:1", "h:2", "h:3", "h:4"]
+    spec = roles.cluster_spec(node_roles, addresses)
+    assert spec == {"worker": ["h:3", "h:1"], "ps": ["h:2"], "chief": ["h:4"]}
+
+
+def test_cluster_spec_of_a_template_follows_template_order():
+    node_roles = roles.node_roles(roles.cluster_template(5, 1, master_node="chief", eval_node=True))
+    addresses = ["host:{}".format(9000 + i) for i in range(5)]
+    spec = roles.cluster_spec(node_roles, addresses)
+    assert list(spec) == ["ps", "chief", "evaluator", "worker"]
+    assert spec == {"ps": ["host:9000"], "chief": ["host:9001"], "evaluator": ["host:9002"],
+                    "worker": ["host:9003", "host:9004"]}
+
+
+def test_cluster_spec_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="2 roles but 1 addresses"):
+        roles.cluster_spec([("worker", 0), ("worker", 1)], ["h:1"])
+
+
+def test_tf_config_is_json_for_every_role_and_leaves_evaluator_out_of_cluster():
+    spec = {"ps": ["h:1"], "chief": ["h:2"], "evaluator": ["h:3"], "worker": ["h:4", "h:5"]}
+    for job_name, task_index in [("ps", 0), ("chief", 0), ("evaluator", 0), ("worker", 0), ("worker", 1)]:
+        config = json.loads(roles.tf_config(spec, job_name, task_index))
+        assert config["task"] == {"type": job_name, "index": task_index}
+        assert config["cluster"] == {"ps": ["h:1"], "chief": ["h:2"], "worker": ["h:4", "h:5"]}
+        assert "evaluator" not in config["cluster"]
+    # the spec passed in is not modified
+    assert spec["evaluator"] == ["h:3"]
+
+
+def test_tf_config_is_produced_for_a_cluster_without_chief():
+    spec = {"worker": ["h:1", "h:2", "h:3"]}
+    config = json.loads(roles.tf_config(spec, "worker", 2))
+    assert config["cluster"] == spec
+    assert config["task"] == {"type": "worker", "index": 2}
+
+
+def test_feedable_nodes_are_chief_master_and_workers_only():
+    node_roles = roles.node_roles(roles.cluster_template(6, 2, master_node="chief", eval_node=True))
+    assert roles.feedable(node_roles) == [2, 4, 5]
+    assert roles.node_name("worker", 1) == "worker:1"
+
+
+# --------------------------------------------------------------------- paths
+
+
+def _ctx(default_fs, working_dir):
+    return types.SimpleNamespace(defaultFS=default_fs, working_dir=working_dir)
+
+
+@pytest.mark.parametrize("default_fs", ["file://", "hdfs://", "viewfs://", "hdfs://namenode:8020"])
+@pytest.mark.parametrize("path", ["hdfs://foo/bar", "viewfs://foo/bar", "file://foo/bar", "s3://bucket/key",
+                                  "gs://b/k"])
+def test_hdfs_path_leaves_schemed_paths_unchanged(default_fs, path):
+    assert TFNode.hdfs_path(_ctx(default_fs, "/some/dir"), path) == path
+    assert paths.absolute_path(default_fs, "/some/dir", path) == path
+
+
+def test_hdfs_path_table_of_tensorflowonspark_unit_test():
+    """The table of TensorFlowOnSpark's own test_hdfs_path, with its mock context."""
+    cwd = "/home/someone/project"
+    user = getpass.getuser()
+    fs = ["file://", "hdfs://", "viewfs://"]
+    expected_by_path = {
+        "hdfs://foo/bar": ["hdfs://foo/bar", "hdfs://foo/bar", "hdfs://foo/bar"],
+        "viewfs://foo/bar": ["viewfs://foo/bar", "viewfs://foo/bar", "viewfs://foo/bar"],
+        "file://foo/bar": ["file://foo/bar", "file://foo/bar", "file://foo/bar"],
+        "/foo/bar": ["file:///foo/bar", "hdfs:///foo/bar", "viewfs:///foo/bar"],
+        "foo/bar": ["file://{}/foo/bar".format(cwd), "hdfs:///user/{}/foo/bar".format(user),
+                    "viewfs:///user/{}/foo/bar".format(user)],
+    }
+    for i, default_fs in enumerate(fs):
+        ctx = type("MockContext", (), {"defaultFS": default_fs, "working_dir": cwd})
+        for path, expected in expected_by_path.items():
+            assert TFNode.hdfs_path(ctx, path) == expected[i], (default_fs, path)
+
+
+def test_absolute_path_gives_slash_paths_the_default_fs():
+    assert TFNode.hdfs_path(_ctx("hdfs://namenode:8020", "/w"), "/x/y") == "hdfs://namenode:8020/x/y"
+    assert TFNode.hdfs_path(_ctx("viewfs://cluster", "/w"), "/x") == "viewfs://cluster/x"
+    assert TFNode.hdfs_path(_ctx("file://", "/w"), "/x") == "file:///x"
+
+
+def test_relative_paths_go_under_user_dir_on_hdfs_and_viewfs():
+    user = getpass.getuser()
+    assert TFNode.hdfs_path(_ctx("hdfs://namenode:8020", "/w"), "models/m1") == \
+        "hdfs://namenode:8020/user/{}/models/m1".format(user)
+    assert TFNode.hdfs_path(_ctx("viewfs://cluster", "/w"), "m") == "viewfs://cluster/user/{}/m".format(user)
+    assert paths.absolute_path("hdfs://nn", "/w", "m", user="alice") == "hdfs://nn/user/alice/m"
+
+
+def test_relative_paths_go_under_working_dir_on_file_fs():
+    assert TFNode.hdfs_path(_ctx("file://", "/tmp/work"), "model/ckpt") == "file:///tmp/work/model/ckpt"
+    assert TFNode.hdfs_path(_ctx("file://", "/tmp/work/"), "m") == "file:///tmp/work/m"
+    assert TFNode.hdfs_path(_ctx("file://", "/"), "m") == "file:///m"
+
+
+def test_absolute_path_with_trailing_slash_default_fs_keeps_one_scheme_separator():
+    # Hadoop's default fs.defaultFS (what a local SparkContext reports) is 'file:///'
+    assert paths.absolute_path("file:///", "/tmp/work", "/x") == "file:///x"
+    assert paths.absolute_path("file:///", "/tmp/work", "m") == "file:///tmp/work/m"
+    assert paths.absolute_path("hdfs://namenode:8020/", "/w", "/x") == "hdfs://namenode:8020/x"
+
+
+def test_context_absolute_path_matches_hdfs_path():
+    from raytfnode.context import TFNodeContext
+
+    ctx = TFNodeContext(defaultFS="hdfs://nn:8020", working_dir="/w")
+    for path in ["/a", "b/c", "file:///d"]:
+        assert ctx.absolute_path(path) == TFNode.hdfs_path(ctx, path)
+
+
+# -------------------------------------------------------------------- chunks
+
+
+def test_encode_rows_round_trips_scalars_as_python_scalars():
+    for rows in ([3, 1, 4, 1, 5], [2.5, -1.0, 0.0], [True, False]):
+        chunk = chunks.encode_rows(rows)
+        back = chunk.rows()
+        assert back == rows
+        assert [type(v) for v in back] == [type(v) for v in rows]
+        assert len(chunk) == len(rows)
+
+
+def test_encode_rows_round_trips_tuples_with_numpy_arrays():
+    rows = [(np.arange(3, dtype=np.float32) + i, i, "label-{}".format(i)) for i in range(5)]
+    chunk = chunks.encode_rows(rows)
+    back = chunk.rows()
+    assert len(back) == 5
+    for original, row in zip(rows, back):
+        assert isinstance(row, tuple)
+        assert isinstance(row[0], np.ndarray)
+        assert row[0].dtype == np.float32 and row[0].shape == (3,)
+        np.testing.assert_array_equal(row[0], original[0])
+        assert row[1] == original[1] and type(row[1]) is int
+        assert row[2] == original[2]
+    # the array column is one (n, 3) array
+    assert chunk.columns[0].shape == (5, 3)
+
+
+def test_encode_rows_round_trips_lists_of_numbers_as_lists():
+    rows = [[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]]
+    chunk = chunks.encode_rows(rows)
+    assert chunk.rows() == rows
+    assert all(isinstance(r, list) for r in chunk.rows())
+    nested = [[[1, 2], [3, 4]], [[5, 6], [7, 8]]]
+    assert chunks.encode_rows(nested).rows() == nested
+
+
+def test_encode_rows_round_trips_strings_and_objects():
+    strings = ["a", "bc", ""]
+    assert chunks.encode_rows(strings).rows() == strings
+    objects = [{"k": 1}, {"k": [2, 3]}, None]
+    assert chunks.encode_rows(objects).rows() == objects
+    mixed_fields = [["x", 1], ["y", 2]]
+    assert chunks.encode_rows(mixed_fields).rows() == mixed_fields
+
+
+def test_encode_rows_mixed_array_shapes_raise_bad_input_naming_the_row():
+    rows = [np.zeros(3), np.zeros(3), np.zeros(4)]
+    with pytest.raises(BadInputError, match=r"row 2\b") as info:
+        chunks.encode_rows(rows, where="partition 5")
+    assert "partition 5" in str(info.value)
+    assert "(4,)" in str(info.value) and "(3,)" in str(info.value)
+    with pytest.raises(BadInputError, match=r"row 1\b"):
+        chunks.encode_rows([(np.zeros(2), 1), (np.zeros(3), 2)])
+    with pytest.raises(BadInputError, match=r"row 1\b"):
+        chunks.encode_rows([[1, 2], [1, 2, 3]])
+
+
+def test_encode_rows_rows_with_different_field_counts_raise_bad_input():
+    with pytest.raises(BadInputError, match=r"row 1 has 3 fields but the first row has 2"):
+        chunks.encode_rows([(1, 2), (1, 2, 3)])
+
+
+def test_encode_rows_row_index_counts_from_first_row_index():
+    with pytest.raises(BadInputError, match=r"row 102\b"):
+        chunks.encode_rows([np.zeros(2), np.zeros(2), np.zeros(5)], first_row_index=100)
+
+
+def test_encode_rows_none_in_numeric_column_raises_bad_input():
+    with pytest.raises(BadInputError, match=r"row 1 is None") as info:
+        chunks.encode_rows([1.0, None, 3.0])
+    assert "numeric" in str(info.value)
+    with pytest.raises(BadInputError, match=r"column 0: row 1 is None"):
+        chunks.encode_rows([(1, 2.0), (None, 3.0)])
+    with pytest.raises(BadInputError):
+        chunks.encode_rows([[1, 2], [1, None]])
+
+
+def test_encode_rows_rejects_empty_input():
+    with pytest.raises(ValueError):
+        chunks.encode_rows([])
+
+
+def test_chunk_rows_boundaries_are_deterministic_and_keep_every_row():
+    rng = np.random.default_rng(7)
+    rows = [(rng.random(4).astype(np.float32), int(i)) for i in range(1000)]
+    first = list(chunks.chunk_rows(iter(rows), target_bytes=1000, max_rows=10000))
+    second = list(chunks.chunk_rows(iter(rows), target_bytes=1000, max_rows=10000))
+    sizes = [len(c) for c in first]
+    assert sizes == [len(c) for c in second]
+    assert len(sizes) > 1
+    assert sum(sizes) == len(rows)
+    # every chunk but the last has the same size
+    assert len(set(sizes[:-1])) == 1 and sizes[-1] <= sizes[0]
+    back = [row for chunk in first for row in chunk.rows()]
+    assert [r[1] for r in back] == list(range(1000))
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.columns[0], b.columns[0])
+
+
+def test_chunk_rows_respects_max_rows():
+    sizes = [len(c) for c in chunks.chunk_rows(range(25), target_bytes=1 << 30, max_rows=10)]
+    assert sizes == [10, 10, 5]
+    assert list(chunks.chunk_rows(iter([]))) == []
+
+
+def test_chunk_rows_names_the_bad_row_within_the_whole_partition():
+    rows = [np.zeros(2)] * 37 + [np.zeros(3)]
+    with pytest.raises(BadInputError, match=r"partition 9 value: row 37\b"):
+        list(chunks.chunk_rows(rows, target_bytes=16 * 10, max_rows=100, where="partition 9"))
+
+
+def test_chunk_from_arrow_list_of_float_column_becomes_2d_array():
+    batch = pa.RecordBatch.from_pydict({
+        "features": pa.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], type=pa.list_(pa.float32())),
+        "label": pa.array([0, 1], type=pa.int64()),
+        "name": ["a", "b"],
+    })
+    chunk = chunks.chunk_from_arrow(batch)
+    assert chunk.names == ("features", "label", "name")
+    features, label, name = chunk.columns
+    assert isinstance(features, np.ndarray) and features.shape == (2, 3) and features.dtype == np.float32
+    np.testing.assert_array_equal(features, [[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(label, [0, 1])
+    assert name == ["a", "b"]
+    rows = chunk.rows()
+    np.testing.assert_array_equal(rows[1][0], [4.0, 5.0, 6.0])
+    assert rows[1][1:] == (1, "b")
+
+
+def test_chunk_from_arrow_accepts_a_table_and_fixed_size_lists():
+    table = pa.table({"m": pa.array([[1, 2], [3, 4], [5, 6]], type=pa.list_(pa.int32(), 2))})
+    chunk = chunks.chunk_from_arrow(table)
+    assert chunk.columns[0].shape == (3, 2)
+
+
+def test_chunk_from_arrow_rejects_nulls_naming_column_and_row():
+    batch = pa.RecordBatch.from_pydict({"x": [1.0, None, 3.0]})
+    with pytest.raises(BadInputError, match=r"partition 4 column x: row 11 is null"):
+        chunks.chunk_from_arrow(batch, where="partition 4", first_row_index=10)
+    null_list = pa.RecordBatch.from_pydict({"f": pa.array([[1.0, 2.0], None], type=pa.list_(pa.float32()))})
+    with pytest.raises(BadInputError, match=r"column f: row 1 is null"):
+        chunks.chunk_from_arrow(null_list)
+    null_element = pa.RecordBatch.from_pydict({"f": pa.array([[1.0, 2.0], [1.0, None]], type=pa.list_(pa.float32()))})
+    with pytest.raises(BadInputError, match=r"column f: .*null"):
+        chunks.chunk_from_arrow(null_element)
+
+
+def test_chunk_from_arrow_rejects_ragged_lists_naming_the_row():
+    ragged = pa.RecordBatch.from_pydict({"f": pa.array([[1.0, 2.0], [1.0, 2.0], [1.0]], type=pa.list_(pa.float32()))})
+    with pytest.raises(BadInputError, match=r"row 2 has length 1 but the first row has length 2"):
+        chunks.chunk_from_arrow(ragged)
+
+
+def test_concat_chunks_and_slice_round_trip():
+    rows = [(np.full(2, i, dtype=np.float64), "s{}".format(i)) for i in range(10)]
+    chunk = chunks.encode_rows(rows)
+    parts = [chunk.slice(0, 3), chunk.slice(3, 7), chunk.slice(7, 10)]
+    joined = chunks.concat_chunks(parts)
+    assert len(joined) == 10
+    np.testing.assert_array_equal(joined.columns[0], chunk.columns[0])
+    assert joined.columns[1] == chunk.columns[1]
+
+
+# --------------------------------------------------------------- level_split
+
+
+def test_level_split_keeps_totals_within_one_row_and_preserves_the_sum():
+    rng = random.Random(12345)
+    for _ in range(3000):
+        slots = rng.randint(1, 9)
+        base = rng.randint(0, 1000)
+        totals = [base + rng.randint(0, 1) for _ in range(slots)]
+        num_rows = rng.choice([0, 1, 2, rng.randint(0, 50), rng.randint(0, 5000)])
+        before = list(totals)
+        counts = coordinator.level_split(totals, num_rows)
+        assert totals == before  # not modified
+        assert len(counts) == slots
+        assert all(c >= 0 for c in counts)
+        assert sum(counts) == num_rows
+        after = [t + c for t, c in zip(totals, counts)]
+        assert max(after) - min(after) <= 1, (totals, num_rows, counts)
+
+
+def test_level_split_repeated_chunks_stay_balanced_from_empty():
+    rng = random.Random(99)
+    for slots in range(1, 7):
+        totals = [0] * slots
+        fed = 0
+        for _ in range(200):
+            num_rows = rng.randint(0, 37)
+            counts = coordinator.level_split(totals, num_rows)
+            assert sum(counts) == num_rows
+            totals = [t + c for t, c in zip(totals, counts)]
+            fed += num_rows
+            assert max(totals) - min(totals) <= 1
+        assert sum(totals) == fed
+
+
+def test_level_split_fills_the_emptiest_slots_first():
+    assert coordinator.level_split([10, 0, 5], 5) == [0, 5, 0]
+    counts = coordinator.level_split([10, 0, 5], 20)
+    assert sum(counts) == 20
+    after = [t + c for t, c in zip([10, 0, 5], counts)]
+    assert max(after) - min(after) <= 1
+    assert coordinator.level_split([], 5) == []
+    assert coordinator.level_split([1, 2], 0) == [0, 0]
