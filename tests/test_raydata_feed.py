@@ -1,0 +1,96 @@
+"""The Ray Data bridge end to end: a Ray Dataset fed to a TF cluster on Ray, no Spark.
+
+``train`` feeds every block of the dataset as a partition; ``inference`` answers
+with a Ray Dataset whose column ``result`` holds one result per input row, in
+input order.
+"""
+import glob
+import json
+import os
+import sys
+
+import pytest
+import ray
+import ray.cloudpickle
+
+from raytfnode import TFCluster
+
+# The map_funs below run in Ray actors, which cannot import this test module.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+SPARK = TFCluster.InputMode.SPARK
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _write_report(out_dir, ctx, report):
+    path = os.path.join(out_dir, "{}-{}.json".format(ctx.job_name, ctx.task_index))
+    with open(path, "w") as f:
+        json.dump(report, f)
+
+
+def _read_reports(out_dir):
+    reports = {}
+    for path in sorted(glob.glob(os.path.join(str(out_dir), "*.json"))):
+        with open(path) as f:
+            reports[os.path.basename(path)[:-5]] = json.load(f)
+    return reports
+
+
+def _count_epochs(args, ctx):
+    feed = ctx.get_data_feed()
+    epochs, kinds = [], set()
+    while not feed.should_stop():
+        rows = total = 0
+        for batch in feed.epoch_batches(50):
+            kinds.add("{}:{}".format(type(batch).__name__, len(batch) if isinstance(batch, tuple) else "-"))
+            ids = batch[0] if isinstance(batch, tuple) else batch
+            rows += len(ids)
+            total += int(ids.sum())
+        if rows or not feed.should_stop():
+            epochs.append([rows, total])
+    _write_report(args["out"], ctx, {"epochs": epochs, "kinds": sorted(kinds)})
+
+
+def test_ray_dataset_train_feeds_every_row_once_per_epoch(ray_cluster, no_leftovers, tmp_path):
+    num_rows, num_epochs = 1000, 2
+    ds = ray.data.range(num_rows, override_num_blocks=5)
+    cluster = TFCluster.run(None, _count_epochs, {"out": str(tmp_path)}, 2, 0, input_mode=SPARK,
+                            import_tensorflow=False)
+    try:
+        report = cluster.train(ds, num_epochs=num_epochs, feed_timeout=120)
+    finally:
+        cluster.shutdown()
+    assert report["epochs"] == num_epochs
+    assert report["rows"] == report["consumed"] == num_epochs * num_rows
+    nodes = _read_reports(tmp_path)
+    assert sorted(nodes) == ["worker-0", "worker-1"]
+    for node in nodes.values():
+        assert node["kinds"] == ["tuple:1"]            # one array per column: ('id',)
+        assert len(node["epochs"]) == num_epochs
+    for epoch in range(num_epochs):
+        counts = [n["epochs"][epoch][0] for n in nodes.values()]
+        assert sum(counts) == num_rows and max(counts) - min(counts) <= 1, counts
+        assert sum(n["epochs"][epoch][1] for n in nodes.values()) == sum(range(num_rows))
+
+
+def _double_map_fun(args, ctx):
+    feed = ctx.get_data_feed(train_mode=False)
+    while not feed.should_stop():
+        batch = feed.next_batch(16)
+        if len(batch) > 0:
+            feed.batch_results([row[0] * 2 for row in batch])
+
+
+def test_ray_dataset_inference_returns_ray_dataset_of_results_in_input_order(ray_cluster, no_leftovers):
+    num_rows = 1000
+    ds = ray.data.range(num_rows, override_num_blocks=5)
+    cluster = TFCluster.run(None, _double_map_fun, None, 2, 0, input_mode=SPARK, import_tensorflow=False)
+    try:
+        results = cluster.inference(ds, feed_timeout=120)
+        assert isinstance(results, ray.data.Dataset)
+        rows = results.take_all()
+    finally:
+        cluster.shutdown()
+    assert results.columns() == ["result"]
+    assert [row["result"] for row in rows] == [2 * i for i in range(num_rows)]
