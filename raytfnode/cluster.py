@@ -21,7 +21,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 
 from . import roles as roles_lib
 from .coordinator import CoordinatorActor
-from .errors import (BadInputError, ClusterStoppedError, FeedError, NodeError, RayTFNodeError,
+from .errors import (BadInputError, ClusterStoppedError, FeedError, FeedTimeoutError, NodeError, RayTFNodeError,
                      ReservationTimeoutError, ShutdownTimeoutError)
 from .feed_queue import END_EPOCH, END_FEED, NodeQueuesActor
 from .feeding import FeedTarget
@@ -166,6 +166,7 @@ class TFCluster:
         progress = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, description)
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raytfnode-feed") as pool:
             future = pool.submit(job)
+            next_timeout_check = time.monotonic() + 1.0
             try:
                 while True:
                     try:
@@ -177,6 +178,9 @@ class TFCluster:
                     if error is not None:
                         raise error
                     progress.update()
+                    if time.monotonic() >= next_timeout_check:
+                        next_timeout_check = time.monotonic() + 1.0
+                        self._raise_feed_timeout(target)
             except BaseException as exc:
                 self._cancel_feed(job)
                 error = self._explain_failure(exc)
@@ -185,6 +189,17 @@ class TFCluster:
                 raise error from exc
             finally:
                 progress.close()
+
+    def _raise_feed_timeout(self, target):
+        """Fails the feed as soon as one producer hit feed_timeout, instead of after Spark's task retries."""
+        try:
+            messages = ray.get([self.queue_actors[i].feed_timeout.remote(target.feed_id) for i in self._fed()],
+                               timeout=5)
+        except (GetTimeoutError, RayActorError):
+            return
+        for message in messages:
+            if message:
+                raise FeedTimeoutError(message)
 
     @staticmethod
     def _cancel_feed(job):

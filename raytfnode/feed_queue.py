@@ -70,6 +70,7 @@ class _NodeQueues:
         self.fed_rows = 0
         self.last_progress = time.monotonic()
         self.results = {}            # tag -> {seq: values}
+        self.timeouts = {}           # feed id -> message of the first FeedTimeoutError of that feed
         self.changed = asyncio.Condition()
 
     # ---------------------------------------------------------------- helpers
@@ -129,6 +130,15 @@ class _NodeQueues:
 
     def get_error(self):
         return self.error
+
+    def _timed_out(self, feed_id, message):
+        """Records a producer's feed timeout, so the driver fails the feed at once (Spark would retry)."""
+        self.timeouts.setdefault(feed_id, message)
+        return FeedTimeoutError(message)
+
+    def feed_timeout(self, feed_id):
+        """The message of the first feed timeout of feed ``feed_id`` on this node, or ``None``."""
+        return self.timeouts.get(feed_id)
 
     async def close(self):
         """Marks the cluster shut down: later calls by producers and DataFeeds fail clearly."""
@@ -269,7 +279,7 @@ class _NodeQueues:
             or self.closed or self.terminated or self.finished or self.key_state.get(key) != state, timeout)
         self._raise_if_failed()
         if not ok:
-            raise FeedTimeoutError(
+            raise self._timed_out(key[0],
                 "node {} took no data for {:.0f} s (feed_timeout): its queue {!r} stayed full with {} "
                 "bytes; its map_fun is not reading (stuck, or waiting on another node)".format(
                     self.node_name, timeout, name, queue.bytes))
@@ -403,7 +413,7 @@ class _NodeQueues:
                 break
             if timeout and time.monotonic() - max(idle_since, self.last_progress) >= timeout:
                 pending = sum(self.key_rows.get(k, 0) for k in keys if self.key_state.get(k) not in ("done", "skipped"))
-                raise FeedTimeoutError(
+                raise self._timed_out(keys[0][0],
                     "node {} consumed nothing for {:.0f} s (feed_timeout) with {} rows of this partition still "
                     "unread; its map_fun is stalled (stuck, or waiting on another node)".format(
                         self.node_name, timeout, pending))
@@ -447,7 +457,7 @@ class _NodeQueues:
             if await self._wait(ready, min(timeout, 5.0) if timeout else 5.0):
                 break
             if timeout and time.monotonic() - max(idle_since, self.last_progress) >= timeout:
-                raise FeedTimeoutError(
+                raise self._timed_out(tag[0],
                     "node {} returned no inference results for {:.0f} s (feed_timeout); {} of {} chunks of "
                     "partition {} have results".format(self.node_name, timeout, len(self.results.get(tag, {})),
                                                        num_chunks, tag[-1]))

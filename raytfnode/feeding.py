@@ -10,6 +10,7 @@ so it pickles into a Spark closure that runs in a process which has not
 connected to Ray yet.
 """
 import dataclasses
+import itertools
 import logging
 import os
 import threading
@@ -114,30 +115,42 @@ def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
     keys = [[] for _ in queues]
     calls, call_slots, outcomes = [], [], []
     terminated = ray.get(coordinator.terminated.remote()) is not None
-    for seq, chunk in enumerate(chunks):
-        stats["rows"] += chunk.num_rows
-        if terminated:
-            stats["skipped"] += chunk.num_rows
-            continue
-        chunk_key = (target.feed_id, epoch, partition, seq)
-        counts = ray.get(coordinator.assign.remote(target.feed_id, epoch, chunk_key, chunk.num_rows))
-        if counts is None:
-            terminated = True
-            stats["skipped"] += chunk.num_rows
-            continue
-        start = 0
-        for slot, count in enumerate(counts):
-            if not count:
-                continue
-            piece = chunk.slice(start, start + count)
-            start += count
-            key = chunk_key + (slot,)
-            ref = ray.put(piece)
-            calls.append(queues[slot].put_chunk.remote(target.qname, key, [ref], count, piece.nbytes, None, False,
-                                                       target.feed_timeout))
-            call_slots.append((slot, count))
-            keys[slot].append(key)
-            _settle(calls, call_slots, target.node_names, outcomes, MAX_PUTS_IN_FLIGHT)
+    # One chunk ahead: the coordinator's split of chunk N travels while chunk N+1 is cut, and the
+    # pieces of chunk N go into the object store only once the queues took chunk N-1 (so at most one
+    # chunk of this producer waits outside the queues' byte bound, and the queues' backpressure
+    # reaches the producer before it copies more).
+    pending = None   # (chunk key, chunk, ref of the coordinator's answer)
+    for seq, chunk in itertools.chain(enumerate(chunks), [(None, None)]):
+        ahead = None
+        if chunk is not None:
+            stats["rows"] += chunk.num_rows
+            if terminated:
+                stats["skipped"] += chunk.num_rows
+            else:
+                chunk_key = (target.feed_id, epoch, partition, seq)
+                ahead = (chunk_key, chunk, coordinator.assign.remote(target.feed_id, epoch, chunk_key,
+                                                                     chunk.num_rows))
+        if pending is not None:
+            chunk_key, current, answer = pending
+            counts = ray.get(answer)
+            if counts is None or terminated:
+                terminated = True
+                stats["skipped"] += current.num_rows
+            else:
+                _settle(calls, call_slots, target.node_names, outcomes, 0)
+                start = 0
+                for slot, count in enumerate(counts):
+                    if not count:
+                        continue
+                    piece = current.slice(start, start + count)
+                    start += count
+                    key = chunk_key + (slot,)
+                    ref = ray.put(piece)
+                    calls.append(queues[slot].put_chunk.remote(target.qname, key, [ref], count, piece.nbytes, None,
+                                                               False, target.feed_timeout))
+                    call_slots.append((slot, count))
+                    keys[slot].append(key)
+        pending = ahead
     _settle(calls, call_slots, target.node_names, outcomes, 0)
     waits = [(slot, queues[slot].wait_consumed.remote(slot_keys, target.feed_timeout))
              for slot, slot_keys in enumerate(keys) if slot_keys]
