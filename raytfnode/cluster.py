@@ -180,7 +180,7 @@ class TFCluster:
                     progress.update()
                     if time.monotonic() >= next_timeout_check:
                         next_timeout_check = time.monotonic() + 1.0
-                        self._raise_feed_timeout(target)
+                        self._raise_feed_failure(target)
             except BaseException as exc:
                 self._cancel_feed(job)
                 error = self._explain_failure(exc)
@@ -190,8 +190,14 @@ class TFCluster:
             finally:
                 progress.close()
 
-    def _raise_feed_timeout(self, target):
-        """Fails the feed as soon as one producer hit feed_timeout, instead of after Spark's task retries."""
+    def _raise_feed_failure(self, target):
+        """Fails the feed as soon as one producer hit bad input or feed_timeout, instead of after Spark's retries."""
+        try:
+            message = ray.get(self.coordinator.bad_input_of.remote(target.feed_id), timeout=5)
+        except (GetTimeoutError, RayActorError):
+            message = None
+        if message:
+            raise BadInputError(message)
         try:
             messages = ray.get([self.queue_actors[i].feed_timeout.remote(target.feed_id) for i in self._fed()],
                                timeout=5)
@@ -212,7 +218,7 @@ class TFCluster:
 
     def _explain_failure(self, exc):
         """The error to show for a failed feed: a node's own error when there is one."""
-        if isinstance(exc, NodeError):
+        if isinstance(exc, (NodeError, BadInputError)):
             return exc
         deadline = time.monotonic() + 3.0
         while True:  # a node error may be recorded a moment after the feeding task saw it

@@ -45,6 +45,7 @@ class _Coordinator:
         self.totals = {}       # (feed_id, epoch) -> rows per slot
         self.assigned = {}     # chunk key -> counts per slot
         self.terminated_by = None
+        self.bad_input = {}    # feed_id -> message of the first BadInputError a producer met
 
     def assign(self, feed_id, epoch, chunk_key, num_rows):
         """Rows per slot for one chunk, or ``None`` once a node called terminate()."""
@@ -67,6 +68,14 @@ class _Coordinator:
         """The node that called terminate() first, or ``None``."""
         return self.terminated_by
 
+    def record_bad_input(self, feed_id, message):
+        """A producer rejected the data; the driver fails the feed at once (Spark would retry the task)."""
+        self.bad_input.setdefault(feed_id, message)
+
+    def bad_input_of(self, feed_id):
+        """The first bad-input message of feed ``feed_id``, or ``None``."""
+        return self.bad_input.get(feed_id)
+
     def epoch_totals(self, feed_id, epoch):
         return list(self.totals.get((feed_id, epoch), [0] * self.num_slots))
 
@@ -76,6 +85,7 @@ class _Coordinator:
             del self.totals[key]
         for key in [k for k in self.assigned if k[0] == feed_id]:
             del self.assigned[key]
+        self.bad_input.pop(feed_id, None)
 
 
 CoordinatorActor = ray.remote(num_cpus=0)(_Coordinator)

@@ -18,7 +18,7 @@ import threading
 import ray
 
 from .chunks import chunk_rows
-from .errors import FeedError
+from .errors import BadInputError, FeedError
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,15 @@ def connect(target):
         return _handles[key]
 
 
+def _reporting_bad_input(chunks, coordinator, feed_id):
+    """Passes ``chunks`` through; a ``BadInputError`` is also recorded with the coordinator before it propagates."""
+    try:
+        yield from chunks
+    except BadInputError as exc:
+        ray.get(coordinator.record_bad_input.remote(feed_id, str(exc)))
+        raise
+
+
 def _settle(calls, slots, node_names, results, limit):
     """Waits until at most ``limit`` put calls are in flight; records their outcomes."""
     while len(calls) > limit:
@@ -111,6 +120,7 @@ def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
     where = "partition {}".format(partition)
     if chunks is None:
         chunks = chunk_rows(rows, target.chunk_bytes, target.chunk_rows, where)
+    chunks = _reporting_bad_input(chunks, coordinator, target.feed_id)
     stats = {"partition": partition, "epoch": epoch, "rows": 0, "consumed": 0, "skipped": 0}
     keys = [[] for _ in queues]
     calls, call_slots, outcomes = [], [], []
@@ -176,6 +186,7 @@ def feed_inference_partition(target, partition, rows=None, chunks=None, run_id="
     where = "partition {}".format(partition)
     if chunks is None:
         chunks = chunk_rows(rows, target.chunk_bytes, target.chunk_rows, where)
+    chunks = _reporting_bad_input(chunks, coordinator, target.feed_id)
     slot = partition % len(queues)
     queue = queues[slot]
     tag = (target.feed_id, run_id, partition)
