@@ -265,7 +265,7 @@ def _row_bytes(value):
     return 64
 
 
-def chunk_rows(row_iter, target_bytes=4 << 20, max_rows=65536, where=""):
+def chunk_rows(row_iter, target_bytes=8 << 20, max_rows=65536, where=""):
     """Cuts an iterator of rows into chunks of about ``target_bytes``.
 
     Yields :class:`Chunk` objects. The chunk boundaries depend only on the rows,

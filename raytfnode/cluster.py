@@ -65,7 +65,7 @@ class TFCluster:
         self._outcomes = {}        # executor id -> ("ok",) | ("error", message, traceback) | ("dead", message)
         self._stopped = False
         self._queue_bytes = None
-        self._chunk_bytes = 4 << 20
+        self._chunk_bytes = 8 << 20
 
     # ------------------------------------------------------------ helpers
 
@@ -427,7 +427,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         log_dir=None, driver_ps_nodes=False, master_node=None, reservation_timeout=600,
         queues=("input", "output", "error"), eval_node=False, release_port=True, *, num_cpus=1, num_gpus=0,
         resources=None, memory=None, role_resources=None, placement_strategy=None, queue_max_bytes=64 << 20,
-        chunk_bytes=4 << 20, working_dir=None, import_tensorflow=True, env_vars=None):
+        chunk_bytes=8 << 20, working_dir=None, import_tensorflow=True, env_vars=None):
     """Starts the TensorFlow cluster on Ray and runs ``map_fun`` on every node.
 
     Args:

@@ -52,7 +52,7 @@ class FeedTarget:
     qname: str
     feed_id: str
     feed_timeout: float = 600.0
-    chunk_bytes: int = 4 << 20
+    chunk_bytes: int = 8 << 20
     chunk_rows: int = 65536
     auth_mode: str = None
 
