@@ -48,7 +48,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 HERE = os.path.dirname(os.path.abspath(__file__))
 try:
     import raytfnode  # noqa: F401  (installed, or on PYTHONPATH)
-except ImportError:
+except ImportError:  # pragma: no cover
     sys.path.insert(0, os.path.dirname(HERE))  # raytfnode from this checkout
 
 TFOS_ROWS_PER_S = 3300.0  # quoted: TensorFlowOnSpark, MNIST-shaped rows, same machine class (from the issue)
@@ -1123,8 +1123,16 @@ def main(argv=None):
                              "raydata with --tiny)")
     parser.add_argument("--memory-source", choices=SOURCES, default="dataframe")
     parser.add_argument("--scaling-source", choices=SOURCES, default="dataframe")
+    parser.add_argument("--print", dest="print_json", metavar="JSON", default=None,
+                        help="print the table of an earlier run's JSON file and exit")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if args.print_json:
+        bench = Bench(args)
+        with open(args.print_json) as f:
+            bench.results = json.load(f)
+        print(bench.table())
+        return 0
     if args.train_sources is None:
         args.train_sources = "raydata" if args.tiny else "raydata,dataframe"
     sections = [s for s in args.sections.split(",") if s]
@@ -1158,7 +1166,7 @@ def main(argv=None):
             log.exception("evaluating targets failed")
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
-            json.dump(bench.results, f, indent=2, sort_keys=True, default=str)
+            json.dump(bench.results, f, indent=2, default=str)
         try:
             bench.stop()
         except Exception:  # noqa: BLE001

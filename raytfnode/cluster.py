@@ -21,7 +21,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 
 from . import roles as roles_lib
 from .coordinator import CoordinatorActor
-from .errors import (BadInputError, ClusterStoppedError, FeedError, FeedTimeoutError, NodeError, RayTFNodeError,
+from .errors import (BadInputError, ClusterStoppedError, FeedTimeoutError, NodeError, RayTFNodeError,
                      ReservationTimeoutError, ShutdownTimeoutError)
 from .feed_queue import END_EPOCH, END_FEED, NodeQueuesActor
 from .feeding import FeedTarget
@@ -589,4 +589,4 @@ def _short(resources):
     return ", ".join("{}={:g}".format(k, v) for k, v in sorted(keep.items())) or "nothing"
 
 
-__all__ = ["InputMode", "TFCluster", "run", "GetTimeoutError", "FeedError"]
+__all__ = ["InputMode", "TFCluster", "run"]

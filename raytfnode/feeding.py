@@ -221,7 +221,3 @@ def feed_inference_partition(target, partition, rows=None, chunks=None, run_id="
         raise FeedError("{}: node {} returned {} results for {} input rows".format(
             where, target.node_names[slot], answered, total))
 
-
-def process_tag():
-    """A short text naming this process, for logs."""
-    return "pid {}".format(os.getpid())
