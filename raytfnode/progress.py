@@ -35,15 +35,16 @@ class FeedProgress:
             stats = ray.get([q.stats.remote() for q in self.queue_actors], timeout=2)
         except Exception:  # noqa: BLE001  (progress must never break feeding)
             return None
-        consumed = [s["consumed_rows"] for s in stats]
+        counters = [(s["fed_rows"], s["consumed_rows"]) for s in stats]
         if self.baseline is None:
-            self.baseline = consumed
-        return stats, [c - b for c, b in zip(consumed, self.baseline)]
+            self.baseline = counters
+        return stats, [(f - bf, c - bc) for (f, c), (bf, bc) in zip(counters, self.baseline)]
 
     def line(self, per_node):
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        total = sum(per_node)
-        nodes = " ".join("{}={}".format(n, c) for n, c in zip(self.node_names, per_node))
+        total = sum(consumed for _, consumed in per_node)
+        nodes = " ".join("{} fed {} consumed {}".format(n, fed, consumed)
+                         for n, (fed, consumed) in zip(self.node_names, per_node))
         return "raytfnode {}: {} rows consumed ({:,.0f} rows/s) [{}]".format(
             self.description, total, total / elapsed, nodes)
 
