@@ -300,8 +300,8 @@ def chunk_from_arrow(batch, where="", first_row_index=0):
     columns, kinds = [], []
     names = list(batch.schema.names)
     for name, column in zip(names, batch.columns):
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks()
+        if isinstance(column, pa.ChunkedArray):  # one chunk (a block's usual case) is used as is: no copy
+            column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
         label = "{} column {}".format(_place(where), name)
         if column.null_count:
             bad = column.is_null().to_numpy(zero_copy_only=False).nonzero()[0][0]

@@ -155,11 +155,8 @@ class TFCluster:
         self._raise_node_error()
 
     def _input_mapping(self, qname):
-        for eid in self._fed():
-            mapping = ray.get(self.queue_actors[eid].kv_get.remote("input_mapping:" + qname))
-            if mapping:
-                return mapping
-        return None
+        mappings = ray.get([self.queue_actors[eid].kv_get.remote("input_mapping:" + qname) for eid in self._fed()])
+        return next((mapping for mapping in mappings if mapping), None)
 
     def _watch(self, job, target, description):
         """Runs ``job(cancel_event)`` on a thread while watching the nodes; returns its result."""

@@ -12,6 +12,7 @@ from ray.exceptions import ObjectLostError, OwnerDiedError, RayActorError
 from .chunks import concat_chunks
 from .errors import BadInputError, ClusterStoppedError
 from .feed_queue import CHUNK, END_EPOCH, END_FEED, ITEM
+from .stored import chunk_of
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ class _EntryReader:
                 raise ClusterStoppedError("the queues of this node are gone: its cluster was shut down") from None
             if entries:
                 self._buffer.extend(entries)
-                refs = [e[2][0] for e in entries if e[0] == CHUNK]
+                # unique: pieces of one stored block share its ref
+                refs = list(dict.fromkeys(e[2][0] for e in entries if e[0] == CHUNK))
                 if refs:  # start pulling the objects to this node while the caller works
                     ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=True)
                 if entries[-1][0] not in (END_FEED, END_EPOCH):
@@ -106,7 +108,7 @@ class DataFeed:
 
     def _fetch(self, entry):
         try:
-            return ray.get(entry[2][0])
+            return chunk_of(ray.get(entry[2][0]), entry[2])
         except (ObjectLostError, OwnerDiedError):
             logger.warning("chunk %s was lost with its producer; waiting for the retried producer", entry[1])
             self._actor.report_lost.remote(self.qname_in, entry[1])
@@ -117,6 +119,8 @@ class DataFeed:
         # program trains through DataFeed(mgr, False); inference chunks are acknowledged by their results
         if self.train_mode or entry[4] is None:
             self._actor.ack.remote(self.qname_in, [entry[1]], entry[3])
+        else:  # read: its bytes leave the queue's bound now, the chunk counts as consumed with its results
+            self._actor.release.remote(self.qname_in, [entry[1]])
 
     def _read(self, batch_size, stop_at_epoch=False):
         """Reads up to ``batch_size`` rows as pieces ``(entry, chunk, start, stop)`` or ``('item', value)``."""

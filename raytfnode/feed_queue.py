@@ -9,18 +9,23 @@ per-key consumption records and routed inference results.
 Queue entries are tuples:
 
 * ``(ITEM, value)``: a plain item, put by ``mgr.get_queue(name).put(value)``;
-* ``(CHUNK, key, [ref], num_rows, tag, last)``: a chunk in the object store.
+* ``(CHUNK, key, box, num_rows, tag, last, nbytes)``: a chunk in the object store;
+  ``box`` is ``[ref]``, or ``[ref, start, stop]`` for rows of a stored block
+  (see :mod:`raytfnode.stored`).
   ``key`` identifies the chunk across retries, ``tag`` names the inference
   partition the chunk belongs to (``None`` in training) and ``last`` marks the
   partition's last chunk;
 * ``(END_EPOCH, feed_id, epoch)`` and ``(END_FEED,)``: markers.
 
 Queues are bounded in bytes: a producer's ``put`` waits while the queue holds
-more than ``max_bytes`` (an empty queue always takes one chunk, so a chunk
-larger than the bound still moves). A chunk key is delivered once: a retried
-producer that puts a key again is told ``'duplicate'`` when the key was
-consumed, and replaces the ref when the first copy was not read yet (its
-owner may be dead). The actor is async and takes no CPU.
+more than ``max_bytes`` (a queue that holds nothing always takes one chunk, so a
+chunk larger than the bound still moves). A chunk counts from its ``put`` until
+its reader has read it (``ack`` or ``release``), not only while it waits in the
+queue, so what readers took ahead of use is inside the bound too. A chunk key
+is delivered once: a retried producer that puts a key again is told
+``'duplicate'`` when the key was consumed, and replaces the ref when the first
+copy was not read yet (its owner may be dead). The actor is async and takes no
+CPU.
 """
 import asyncio
 import collections
@@ -40,12 +45,31 @@ RUNNING, TERMINATING, STOPPED, FAILED = "running", "terminating", "stopped", "fa
 
 
 class _Queue:
-    """One named queue: entries, byte count, and the stdlib-style unfinished-task count."""
+    """One named queue: entries, the bytes it holds, and the stdlib-style unfinished-task count.
+
+    ``bytes`` counts the chunks waiting in ``entries`` and those taken but not read yet
+    (``held``: chunk key -> entry).
+    """
 
     def __init__(self):
         self.entries = collections.deque()
         self.bytes = 0
+        self.held = {}
         self.unfinished = 0
+
+    def hold(self, entry):
+        """A chunk entry leaves the queue for a reader: its bytes stay counted until :meth:`release`."""
+        self.held[entry[1]] = entry
+
+    def release(self, key):
+        """The chunk ``key`` was read (or dropped): its entry, or ``None`` when it was not held."""
+        entry = self.held.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[6]
+        return entry
+
+    def has_room(self, max_bytes):
+        return self.bytes < max_bytes or self.bytes == 0
 
 
 class _NodeQueues:
@@ -163,7 +187,7 @@ class _NodeQueues:
             else:
                 kept.append(entry)
         queue.entries = kept
-        queue.bytes = 0
+        queue.bytes = sum(entry[6] for entry in queue.held.values())
         self.skipped_rows += dropped_rows
         if self.coordinator is not None:
             self.coordinator.terminate.remote(self.node_name)
@@ -199,9 +223,9 @@ class _NodeQueues:
         """Puts one plain item (the ``TFManager`` queue path). Returns False when full and not blocking."""
         self._raise_if_failed()
         queue = self._queue(name)
-        if not block and queue.bytes >= self.max_bytes:
+        if not block and not queue.has_room(self.max_bytes):
             return False
-        if block and not await self._wait(lambda: queue.bytes < self.max_bytes or self.closed, timeout):
+        if block and not await self._wait(lambda: queue.has_room(self.max_bytes) or self.closed, timeout):
             return False
         queue.entries.append((ITEM, item) if item is not None else (END_FEED,))
         queue.unfinished += 1
@@ -224,7 +248,7 @@ class _NodeQueues:
         if entry[0] == ITEM:
             return True, ITEM, entry[1]
         if entry[0] == CHUNK:
-            queue.bytes -= entry[6]
+            queue.hold(entry)
             self.key_state[entry[1]] = "taken"
         return True, entry[0], entry
 
@@ -275,7 +299,7 @@ class _NodeQueues:
         self._raise_if_stopped(num_rows)
         queue = self._queue(name)
         ok = await self._wait(
-            lambda: queue.bytes < self.max_bytes or not queue.entries or self.error is not None
+            lambda: queue.has_room(self.max_bytes) or self.error is not None
             or self.closed or self.terminated or self.finished or self.key_state.get(key) != state, timeout)
         self._raise_if_failed()
         if not ok:
@@ -331,7 +355,7 @@ class _NodeQueues:
         while queue.entries and len(out) < max_entries:
             entry = queue.entries.popleft()
             if entry[0] == CHUNK:
-                queue.bytes -= entry[6]
+                queue.hold(entry)
                 self.key_state[entry[1]] = "taken"
             out.append(entry)
             if entry[0] in MARKERS:
@@ -354,11 +378,19 @@ class _NodeQueues:
         for key in keys:
             self.key_state[key] = "done"
             self.replacement.pop(key, None)
+            queue.release(key)
         if finish:
             queue.unfinished -= len(keys)
         self.consumed_rows += num_rows
         self.consumed_chunks += len(keys)
         self.last_progress = time.monotonic()
+        await self._notify()
+
+    async def release(self, name, keys):
+        """The reader has read these chunks but answers them later (inference): their bytes leave the bound."""
+        queue = self._queue(name)
+        for key in keys:
+            queue.release(key)
         await self._notify()
 
     async def ack_items(self, name, count):
@@ -373,6 +405,7 @@ class _NodeQueues:
         queue = self._queue(name)
         rows = 0
         for key in keys:
+            queue.release(key)
             if self.key_state.get(key) == "taken":
                 self.key_state[key] = "skipped"
                 rows += self.key_rows.get(key, 0)
@@ -384,10 +417,13 @@ class _NodeQueues:
     async def report_lost(self, name, key):
         """The reader could not fetch chunk ``key`` (its producer died): requeue a replacement when there is one."""
         queue = self._queue(name)
+        taken = queue.release(key)
         box = self.replacement.pop(key, None)
         if box is not None:
-            entry = (CHUNK, key, box, self.key_rows[key], None, False, 0)
+            entry = (CHUNK, key, box, self.key_rows[key], None, False, 0) if taken is None else \
+                taken[:2] + (box,) + taken[3:]
             queue.entries.appendleft(entry)
+            queue.bytes += entry[6]
             self.key_state[key] = "queued"
         else:
             self.key_state[key] = "lost"

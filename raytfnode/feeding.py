@@ -19,6 +19,7 @@ import ray
 
 from .chunks import chunk_rows
 from .errors import BadInputError, FeedError
+from .stored import StoredRows
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,11 @@ def _reporting_bad_input(chunks, coordinator, feed_id):
         raise
 
 
+def _boxed(chunk):
+    """What a queue entry carries for ``chunk``: rows already stored go by reference, others are put once."""
+    return chunk.box() if isinstance(chunk, StoredRows) else [ray.put(chunk)]
+
+
 def _settle(calls, slots, node_names, results, limit):
     """Waits until at most ``limit`` put calls are in flight; records their outcomes."""
     while len(calls) > limit:
@@ -111,7 +117,7 @@ def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
         retried attempt reproduces exactly, so no row is delivered twice.
       :partition: the partition index.
       :rows: an iterator of rows, or
-      :chunks: an iterator of :class:`raytfnode.chunks.Chunk`.
+      :chunks: an iterator of :class:`raytfnode.chunks.Chunk` or :class:`raytfnode.stored.StoredRows`.
 
     Returns:
       ``{'partition', 'epoch', 'rows', 'consumed', 'skipped'}``.
@@ -124,7 +130,7 @@ def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
     stats = {"partition": partition, "epoch": epoch, "rows": 0, "consumed": 0, "skipped": 0}
     keys = [[] for _ in queues]
     calls, call_slots, outcomes = [], [], []
-    terminated = ray.get(coordinator.terminated.remote()) is not None
+    terminated = False   # the coordinator answers None for every chunk once a node terminated the feed
     # One chunk ahead: the coordinator's split of chunk N travels while chunk N+1 is cut, and the
     # pieces of chunk N go into the object store only once the queues took chunk N-1 (so at most one
     # chunk of this producer waits outside the queues' byte bound, and the queues' backpressure
@@ -155,9 +161,8 @@ def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
                     piece = current.slice(start, start + count)
                     start += count
                     key = chunk_key + (slot,)
-                    ref = ray.put(piece)
-                    calls.append(queues[slot].put_chunk.remote(target.qname, key, [ref], count, piece.nbytes, None,
-                                                               False, target.feed_timeout))
+                    calls.append(queues[slot].put_chunk.remote(target.qname, key, _boxed(piece), count,
+                                                               piece.nbytes, None, False, target.feed_timeout))
                     call_slots.append((slot, count))
                     keys[slot].append(key)
         pending = ahead
@@ -199,8 +204,7 @@ def feed_inference_partition(target, partition, rows=None, chunks=None, run_id="
         following = next(iterator, None)
         seq += 1
         key = tag + (seq,)
-        ref = ray.put(current)
-        calls.append(queue.put_chunk.remote(target.qname, key, [ref], current.num_rows, current.nbytes, tag,
+        calls.append(queue.put_chunk.remote(target.qname, key, _boxed(current), current.num_rows, current.nbytes, tag,
                                             following is None, target.feed_timeout))
         call_slots.append((slot, current.num_rows))
         total += current.num_rows

@@ -19,6 +19,7 @@ import queue as stdlib_queue
 import ray
 
 from .feed_queue import CHUNK, END_FEED, ITEM, NodeQueuesActor
+from .stored import chunk_of
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class JoinableQueue:
         if kind == ITEM:
             return value
         if kind == CHUNK:
-            chunk = ray.get(value[2][0])
+            chunk = chunk_of(ray.get(value[2][0]), value[2])
             # consumed now; the caller's task_done() finishes the entry as for any item
             self._actor.ack.remote(self.name, [value[1]], value[3], False)
             return chunk

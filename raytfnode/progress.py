@@ -28,16 +28,18 @@ class FeedProgress:
         self.last_log = self.started
         self.baseline = None
         self.drawn = False
-        self._poll()
+        # the counters before this feed, asked for now but read only when a line is drawn: a short feed
+        # that draws nothing waits for no answer
+        self._baseline_refs = [q.stats.remote() for q in self.queue_actors]
 
     def _poll(self):
         try:
+            if self.baseline is None:
+                self.baseline = [(s["fed_rows"], s["consumed_rows"]) for s in ray.get(self._baseline_refs, timeout=2)]
             stats = ray.get([q.stats.remote() for q in self.queue_actors], timeout=2)
         except Exception:  # noqa: BLE001  (progress must never break feeding)
             return None
         counters = [(s["fed_rows"], s["consumed_rows"]) for s in stats]
-        if self.baseline is None:
-            self.baseline = counters
         return stats, [(f - bf, c - bc) for (f, c), (bf, bc) in zip(counters, self.baseline)]
 
     def line(self, per_node):
@@ -66,6 +68,9 @@ class FeedProgress:
             logger.info(text)
 
     def close(self):
+        shown = (self.tty and self.drawn) or time.monotonic() - self.started >= self.log_seconds
+        if not shown and not logger.isEnabledFor(logging.DEBUG):
+            return
         polled = self._poll()
         if polled is not None:
             text = self.line(polled[1])

@@ -578,12 +578,12 @@ def test_memory_bounded_by_queue_bytes(spark, clusters, tmp_path):
     results = [json.load(open(os.path.join(str(tmp_path), "{}.json".format(i)))) for i in range(2)]
     assert sum(r[0] for r in results) == rows and sum(r[1] for r in results) == rows * (rows - 1) / 2
     peak = max(samples) - baseline
-    # Live at once: the 2 queues' bound (+ one piece each may overshoot it), a chunk in flight per Spark
-    # task, the pieces each reader took ahead (2 requests of 4) and is reading: about 3 MiB. Objects of
-    # consumed chunks also linger up to a second (the raylet frees in batches, once a second), here
-    # about 2 MiB more at ~2 MiB/s of reading. 8 MiB (40% of the data) is generous; without the byte
-    # bound the feeders put most of the 20 MiB within seconds while the readers need ~10 s.
-    limit = 2 * queue_max + 16 * chunk + (5 << 20)
+    # Live at once: the 2 queues' bound, which counts what each reader took ahead until it read it (+ one
+    # piece each may overshoot it), a chunk in flight per Spark task and the batch each reader holds:
+    # about 2.3 MiB. Objects of consumed chunks also linger up to a second (the raylet frees in batches,
+    # once a second), here about 2 MiB more at ~2 MiB/s of reading. 7 MiB (35% of the data) is generous;
+    # without the byte bound the feeders put most of the 20 MiB within seconds while the readers need ~10 s.
+    limit = 2 * queue_max + 6 * chunk + (4.5 * 2 ** 20)
     print("object store: peak {:.1f} MiB above baseline over {} samples (limit {:.1f} MiB, data {:.0f} MiB)".format(
         peak / 2 ** 20, len(samples), limit / 2 ** 20, data_bytes / 2 ** 20))
     assert len(samples) > 20, "the feed was too quick to sample"

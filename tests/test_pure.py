@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from raytfnode import TFNode, chunks, coordinator, paths, roles
+from raytfnode import TFNode, chunks, coordinator, paths, roles, stored
 from raytfnode.errors import BadInputError
 
 # --------------------------------------------------------------------- roles
@@ -312,6 +312,38 @@ def test_chunk_from_arrow_rejects_ragged_lists_naming_the_row():
     ragged = pa.RecordBatch.from_pydict({"f": pa.array([[1.0, 2.0], [1.0, 2.0], [1.0]], type=pa.list_(pa.float32()))})
     with pytest.raises(BadInputError, match=r"row 2 has length 1 but the first row has length 2"):
         chunks.chunk_from_arrow(ragged)
+
+
+def test_stored_block_rows_cut_a_table_by_rows_and_read_back_as_views_of_its_buffers():
+    images = np.arange(100 * 8, dtype=np.float32).reshape(100, 8)       # 32 bytes + 8 (label) per row
+    table = pa.Table.from_arrays([pa.FixedSizeListArray.from_arrays(pa.array(images.reshape(-1)), 8),
+                                  pa.array(np.arange(100, dtype=np.int64))], names=["image", "label"])
+    block_ref = object()                       # held, never resolved: any token stands for the ref
+    pieces = list(stored.stored_block_rows(block_ref, table, chunk_rows=30))
+    assert [(p.start, p.stop) for p in pieces] == [(0, 30), (30, 60), (60, 90), (90, 100)]
+    assert all(p.box()[0] is block_ref for p in pieces) and pieces[0].nbytes == 30 * 40
+    half = pieces[1].slice(5, 20)              # relative, as Chunk.slice
+    assert (half.start, half.stop, half.num_rows) == (35, 50, 15)
+    whole = chunks.chunk_from_arrow(table)
+    chunk = stored.chunk_of(table, half.box())
+    np.testing.assert_array_equal(chunk.columns[0], images[35:50])
+    np.testing.assert_array_equal(chunk.columns[1], np.arange(35, 50))
+    assert np.shares_memory(chunk.columns[0], whole.columns[0])   # a view of the block, not a copy
+    assert np.shares_memory(chunk.columns[1], whole.columns[1])
+    small = chunks.encode_rows(list(range(10)))
+    assert stored.chunk_of(small, [None]) is small and stored.chunk_of(small, [None, 2, 5]).rows() == [2, 3, 4]
+
+
+def test_stored_block_rows_reject_bad_input_in_the_producer_naming_block_and_row():
+    table = pa.table({"x": pa.array([1.0, 2.0, None])})
+    with pytest.raises(BadInputError, match=r"block 3 column x: row 2 is null"):
+        list(stored.stored_block_rows(object(), table, 100, where="block 3"))
+
+
+def test_chunk_from_arrow_reads_a_one_chunk_table_column_without_copying():
+    values = pa.array(np.arange(1000, dtype=np.int64))
+    table = pa.Table.from_arrays([values], names=["x"])
+    assert np.shares_memory(chunks.chunk_from_arrow(table).columns[0], values.to_numpy())
 
 
 def test_concat_chunks_and_slice_round_trip():

@@ -9,11 +9,13 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 import ray
 import ray.cloudpickle
 
 from raytfnode import TFCluster
+from raytfnode.errors import BadInputError
 
 # The map_funs below run in Ray actors, which cannot import this test module.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -94,3 +96,49 @@ def test_ray_dataset_inference_returns_ray_dataset_of_results_in_input_order(ray
         cluster.shutdown()
     assert results.columns() == ["result"]
     assert [row["result"] for row in rows] == [2 * i for i in range(num_rows)]
+
+
+def _sum_arrays(args, ctx):
+    feed = ctx.get_data_feed()
+    count, image_sum, label_sum = 0, 0.0, 0
+    while not feed.should_stop():
+        batch = feed.next_batch_arrays(64)
+        if batch is None:
+            break
+        image, label = batch                 # one array per column, in the dataset's column order
+        assert image.shape[1:] == (4, 3) and image.dtype == np.float32, image.shape
+        count += len(label)
+        image_sum += float(image.astype(np.float64).sum())
+        label_sum += int(label.sum())
+    _write_report(args["out"], ctx, {"count": count, "image_sum": image_sum, "label_sum": label_sum})
+
+
+def test_ray_dataset_tensor_column_reaches_the_readers_intact(ray_cluster, no_leftovers, tmp_path):
+    """Blocks go to the readers by reference: the rows they read must still be exactly the dataset's."""
+    num_rows = 900
+    images = np.random.default_rng(3).random((num_rows, 4, 3), dtype=np.float32)
+    ds = ray.data.from_items([{"image": images[i], "label": i} for i in range(num_rows)], override_num_blocks=3)
+    cluster = TFCluster.run(None, _sum_arrays, {"out": str(tmp_path)}, 2, 0, input_mode=SPARK,
+                            import_tensorflow=False)   # each block is split between the 2 nodes by row ranges
+    try:
+        report = cluster.train(ds, num_epochs=2, feed_timeout=120)
+    finally:
+        cluster.shutdown()
+    assert report["rows"] == report["consumed"] == 2 * num_rows
+    nodes = _read_reports(tmp_path).values()
+    assert sum(n["count"] for n in nodes) == 2 * num_rows
+    assert sum(n["label_sum"] for n in nodes) == 2 * sum(range(num_rows))
+    assert sum(n["image_sum"] for n in nodes) == pytest.approx(2 * float(images.astype(np.float64).sum()))
+
+
+def test_ray_dataset_with_a_null_fails_naming_the_block_and_row(ray_cluster, no_leftovers, tmp_path):
+    import pyarrow as pa
+    tables = [pa.table({"x": pa.array([1.0, 2.0, 3.0])}), pa.table({"x": pa.array([4.0, None, 6.0])})]
+    ds = ray.data.from_arrow(tables)
+    cluster = TFCluster.run(None, _count_epochs, {"out": str(tmp_path)}, 2, 0, input_mode=SPARK,
+                            import_tensorflow=False)
+    try:
+        with pytest.raises(BadInputError, match=r"block 1 column x: row 1 is null"):
+            cluster.train(ds, num_epochs=1, feed_timeout=120)
+    finally:
+        cluster.shutdown()

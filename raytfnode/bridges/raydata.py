@@ -1,32 +1,35 @@
 """Ray Data bridge: a Ray Dataset's blocks fed by Ray tasks, no Spark needed.
 
 The dataset is materialized once (its blocks stay in the object store for all
-epochs); each epoch runs one small Ray task per block that cuts the block into
-chunks and feeds them, exactly like a Spark partition. The block index plays
-the partition's part, so a retried task reproduces its chunk keys.
+epochs); each epoch runs one small Ray task per block that checks the block and
+feeds row ranges of it by reference (:mod:`raytfnode.stored`): no byte of a
+block is copied on the way to the readers, which see its columns as views. The
+block index plays the partition's part, so a retried task reproduces its chunk
+keys.
 """
 import ray
 
 from ..errors import BadInputError
 from ..feeding import feed_inference_partition, feed_train_partition
+from ..stored import stored_block_rows
 
 MAX_TASKS_IN_FLIGHT = 4
 
 
 @ray.remote(num_cpus=0, max_retries=2)
-def _feed_block(target, epoch, index, table):
-    from .spark import _arrow_chunks
-    return feed_train_partition(target, epoch, index, chunks=_arrow_chunks(
-        table.to_batches(), "block {}".format(index), target))
+def _feed_block(target, epoch, index, block, block_box):
+    """Feeds ``block``: its value (passed as a ref, so Ray runs the task where the block is) to check it,
+    and ``block_box`` (``[ref]``, passed unresolved) to hand the readers."""
+    rows = stored_block_rows(block_box[0], block, target.chunk_rows, "block {}".format(index))
+    return feed_train_partition(target, epoch, index, chunks=rows)
 
 
 @ray.remote(num_cpus=0, max_retries=2, num_returns=2)
-def _infer_block(target, index, table, run_id):
+def _infer_block(target, index, block, block_box, run_id):
     import pandas as pd
 
-    from .spark import _arrow_chunks
-    results = list(feed_inference_partition(target, index, chunks=_arrow_chunks(
-        table.to_batches(), "block {}".format(index), target), run_id=run_id))
+    rows = stored_block_rows(block_box[0], block, target.chunk_rows, "block {}".format(index))
+    results = list(feed_inference_partition(target, index, chunks=rows, run_id=run_id))
     column = pd.Series(results, dtype=object) if results and not _is_number(results[0]) else pd.Series(results)
     return pd.DataFrame({"result": column}), len(results)
 
@@ -91,7 +94,7 @@ class RayDatasetSource:
 
     def train_job(self, target, epoch):
         blocks = self.blocks()
-        return _TaskJob(lambda i: _feed_block.remote(target, epoch, i, blocks[i]), len(blocks))
+        return _TaskJob(lambda i: _feed_block.remote(target, epoch, i, blocks[i], [blocks[i]]), len(blocks))
 
     def inference(self, target, cluster):
         import uuid
@@ -101,7 +104,7 @@ class RayDatasetSource:
         refs = [None] * len(blocks)
 
         def submit(i):
-            refs[i], count = _infer_block.remote(target, i, blocks[i], run_id)
+            refs[i], count = _infer_block.remote(target, i, blocks[i], [blocks[i]], run_id)
             return count
 
         cluster._watch(_TaskJob(submit, len(blocks)), target, "inference")
