@@ -20,6 +20,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from . import roles as roles_lib
+from .chunks import DEFAULT_CHUNK_BYTES
 from .coordinator import CoordinatorActor
 from .errors import (BadInputError, ClusterStoppedError, FeedTimeoutError, NodeError, RayTFNodeError,
                      ReservationTimeoutError, ShutdownTimeoutError)
@@ -65,7 +66,7 @@ class TFCluster:
         self._outcomes = {}        # executor id -> ("ok",) | ("error", message, traceback) | ("dead", message)
         self._stopped = False
         self._queue_bytes = None
-        self._chunk_bytes = 8 << 20
+        self._chunk_bytes = DEFAULT_CHUNK_BYTES
 
     # ------------------------------------------------------------ helpers
 
@@ -424,7 +425,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         log_dir=None, driver_ps_nodes=False, master_node=None, reservation_timeout=600,
         queues=("input", "output", "error"), eval_node=False, release_port=True, *, num_cpus=1, num_gpus=0,
         resources=None, memory=None, role_resources=None, placement_strategy=None, queue_max_bytes=64 << 20,
-        chunk_bytes=8 << 20, working_dir=None, import_tensorflow=True, env_vars=None):
+        chunk_bytes=DEFAULT_CHUNK_BYTES, working_dir=None, import_tensorflow=True, env_vars=None):
     """Starts the TensorFlow cluster on Ray and runs ``map_fun`` on every node.
 
     Args:
@@ -450,8 +451,9 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
       :role_resources: per-role overrides, e.g. ``{'ps': {'num_cpus': 0.5}}``.
       :placement_strategy: ``'PACK'``, ``'SPREAD'``, ``'STRICT_PACK'`` or ``'STRICT_SPREAD'``: place the
         nodes through a placement group with that strategy.
-      :queue_max_bytes: bound on the chunk bytes each node's queue holds.
-      :chunk_bytes: target size of a chunk.
+      :queue_max_bytes: bound on the chunk bytes each node's queue holds, counting the chunks its
+        reader took until it has read them.
+      :chunk_bytes: target size of a chunk (16 MiB; every chunk costs a few actor calls).
       :working_dir: working directory of the nodes for relative paths (default: the driver's).
       :import_tensorflow: import TensorFlow in every node while they start.
       :env_vars: extra environment variables for the node processes.

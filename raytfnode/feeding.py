@@ -17,7 +17,7 @@ import threading
 
 import ray
 
-from .chunks import chunk_rows
+from .chunks import DEFAULT_CHUNK_BYTES, chunk_rows
 from .errors import BadInputError, FeedError
 from .stored import StoredRows
 
@@ -53,7 +53,7 @@ class FeedTarget:
     qname: str
     feed_id: str
     feed_timeout: float = 600.0
-    chunk_bytes: int = 8 << 20
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
     chunk_rows: int = 65536
     auth_mode: str = None
 
