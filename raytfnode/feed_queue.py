@@ -17,8 +17,8 @@ Queue entries are tuples:
   partition's last chunk;
 * ``(END_EPOCH, feed_id, epoch)`` and ``(END_FEED,)``: markers.
 
-Queues are bounded in bytes: a producer's ``put`` waits while the queue holds
-more than ``max_bytes`` (a queue that holds nothing always takes one chunk, so a
+Queues are bounded in bytes: a producer's ``put`` waits until its chunk fits
+under ``max_bytes`` (a queue that holds nothing always takes one chunk, so a
 chunk larger than the bound still moves). A chunk counts from its ``put`` until
 its reader has read it (``ack`` or ``release``), not only while it waits in the
 queue, so what readers took ahead of use is inside the bound too. A chunk key
@@ -68,8 +68,9 @@ class _Queue:
             self.bytes -= entry[6]
         return entry
 
-    def has_room(self, max_bytes):
-        return self.bytes < max_bytes or self.bytes == 0
+    def has_room(self, max_bytes, nbytes=0):
+        """Whether ``nbytes`` more fit under ``max_bytes`` (a queue that holds nothing takes anything)."""
+        return self.bytes + nbytes <= max_bytes or self.bytes == 0
 
 
 class _NodeQueues:
@@ -299,7 +300,7 @@ class _NodeQueues:
         self._raise_if_stopped(num_rows)
         queue = self._queue(name)
         ok = await self._wait(
-            lambda: queue.has_room(self.max_bytes) or self.error is not None
+            lambda: queue.has_room(self.max_bytes, nbytes) or self.error is not None
             or self.closed or self.terminated or self.finished or self.key_state.get(key) != state, timeout)
         self._raise_if_failed()
         if not ok:

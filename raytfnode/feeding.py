@@ -93,8 +93,16 @@ def _reporting_bad_input(chunks, coordinator, feed_id):
 
 
 def _boxed(chunk):
-    """What a queue entry carries for ``chunk``: rows already stored go by reference, others are put once."""
-    return chunk.box() if isinstance(chunk, StoredRows) else [ray.put(chunk)]
+    """What a queue entry carries for ``chunk``, and the bytes it counts against the queue's bound.
+
+    A chunk is put into the object store once. Rows already stored (a Ray
+    Dataset's blocks) go by reference and count 0 bytes: they hold no memory
+    of their own (a reader on another node pulls a copy that Ray may evict),
+    and the bridge bounds how many blocks are in flight.
+    """
+    if isinstance(chunk, StoredRows):
+        return chunk.box(), 0
+    return [ray.put(chunk)], chunk.nbytes
 
 
 def _settle(calls, slots, node_names, results, limit):
@@ -161,8 +169,9 @@ def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
                     piece = current.slice(start, start + count)
                     start += count
                     key = chunk_key + (slot,)
-                    calls.append(queues[slot].put_chunk.remote(target.qname, key, _boxed(piece), count,
-                                                               piece.nbytes, None, False, target.feed_timeout))
+                    box, nbytes = _boxed(piece)
+                    calls.append(queues[slot].put_chunk.remote(target.qname, key, box, count, nbytes, None,
+                                                               False, target.feed_timeout))
                     call_slots.append((slot, count))
                     keys[slot].append(key)
         pending = ahead
@@ -204,7 +213,8 @@ def feed_inference_partition(target, partition, rows=None, chunks=None, run_id="
         following = next(iterator, None)
         seq += 1
         key = tag + (seq,)
-        calls.append(queue.put_chunk.remote(target.qname, key, _boxed(current), current.num_rows, current.nbytes, tag,
+        box, nbytes = _boxed(current)
+        calls.append(queue.put_chunk.remote(target.qname, key, box, current.num_rows, nbytes, tag,
                                             following is None, target.feed_timeout))
         call_slots.append((slot, current.num_rows))
         total += current.num_rows

@@ -19,7 +19,7 @@ class StoredRows:
       :ref: the block's object ref.
       :start: first row (inclusive).
       :stop: last row (exclusive).
-      :row_bytes: bytes per row, for the queues' byte bound.
+      :row_bytes: bytes per row (what the rows weigh, not what they add: they are stored already).
     """
 
     __slots__ = ("ref", "start", "stop", "row_bytes")
@@ -50,22 +50,37 @@ class StoredRows:
         return [self.ref, self.start, self.stop]
 
 
-def stored_block_rows(ref, block, chunk_rows, where=""):
-    """Cuts the stored ``block`` (the value of ``ref``) into :class:`StoredRows` of at most ``chunk_rows`` rows.
+def check_block(block, where=""):
+    """Checks a block (an Arrow table or a :class:`Chunk`) and returns ``(num_rows, bytes per row)``.
 
-    Not cut by bytes: the rows are in the object store already, so a bigger piece
-    holds no more memory, and every piece costs its own actor calls (about 5 ms
-    of CPU on a 2-core machine). The whole block is checked first, so bad input
-    (nulls, ragged arrays) fails here, in the producer, naming ``where`` and the
-    row, not later in a reader.
+    Raises ``BadInputError`` for input the readers cannot use (nulls, ragged
+    arrays), naming ``where`` and the row. Numeric and tensor columns are read
+    as views, so a check copies nothing.
     """
     chunk = block if isinstance(block, Chunk) else chunk_from_arrow(block, where)
-    if not chunk.num_rows:
-        return
-    row_bytes = max(chunk.nbytes, 1) / chunk.num_rows
-    per_chunk = max(1, chunk_rows)
-    for start in range(0, chunk.num_rows, per_chunk):
-        yield StoredRows(ref, start, min(start + per_chunk, chunk.num_rows), row_bytes)
+    return chunk.num_rows, max(chunk.nbytes, 1) / max(chunk.num_rows, 1)
+
+
+def block_pieces(ref, num_rows, row_bytes, chunk_rows):
+    """The :class:`StoredRows` that feed a checked block: pieces of at most ``chunk_rows`` rows.
+
+    Not cut by bytes: the rows are in the object store already, so a bigger piece
+    holds no more memory, and every piece costs its own actor calls (a few ms of
+    CPU on a 2-core machine).
+    """
+    per_piece = max(1, chunk_rows)
+    return [StoredRows(ref, start, min(start + per_piece, num_rows), row_bytes)
+            for start in range(0, num_rows, per_piece)]
+
+
+def stored_block_rows(ref, block, chunk_rows, where=""):
+    """Checks the stored ``block`` (the value of ``ref``) and cuts it into :class:`StoredRows`.
+
+    The check runs here, in the producer, so bad input fails naming ``where``
+    and the row rather than later in a reader.
+    """
+    num_rows, row_bytes = check_block(block, where)
+    return block_pieces(ref, num_rows, row_bytes, chunk_rows)
 
 
 def chunk_of(value, box):

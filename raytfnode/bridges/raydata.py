@@ -1,27 +1,80 @@
-"""Ray Data bridge: a Ray Dataset's blocks fed by Ray tasks, no Spark needed.
+"""Ray Data bridge: a Ray Dataset's blocks fed by reference, no Spark needed.
 
 The dataset is materialized once (its blocks stay in the object store for all
-epochs); each epoch runs one small Ray task per block that checks the block and
-feeds row ranges of it by reference (:mod:`raytfnode.stored`): no byte of a
-block is copied on the way to the readers, which see its columns as views. The
-block index plays the partition's part, so a retried task reproduces its chunk
-keys.
+epochs). Each block is checked once, by a small Ray task that runs where the
+block is (bad input fails there, naming the block and row); the check's
+answer (rows, bytes per row) is kept per block ref, since a stored block never
+changes. Every epoch then feeds row ranges of the blocks by reference
+(:mod:`raytfnode.stored`) from driver threads: no byte of a block is copied or
+moved on the way to the readers, which see its columns as views, and an epoch
+costs a few actor calls per block instead of a task per block. The block
+index plays the partition's part in chunk keys. Inference runs one task per
+block, which returns the block's results as a Ray object.
 """
+import collections
+import threading
+
 import ray
+from ray.exceptions import RayTaskError
 
 from ..errors import BadInputError
 from ..feeding import feed_inference_partition, feed_train_partition
-from ..stored import stored_block_rows
+from ..stored import block_pieces, check_block, stored_block_rows
+from .local import _Job
 
 MAX_TASKS_IN_FLIGHT = 4
+_CHECKED_KEPT = 100000
+
+_checked_lock = threading.Lock()
+_checked = collections.OrderedDict()   # block ref id (bytes, not the ref: no pinning) -> (rows, bytes per row)
 
 
 @ray.remote(num_cpus=0, max_retries=2)
-def _feed_block(target, epoch, index, block, block_box):
-    """Feeds ``block``: its value (passed as a ref, so Ray runs the task where the block is) to check it,
-    and ``block_box`` (``[ref]``, passed unresolved) to hand the readers."""
-    rows = stored_block_rows(block_box[0], block, target.chunk_rows, "block {}".format(index))
-    return feed_train_partition(target, epoch, index, chunks=rows)
+def _check_block(index, block):
+    return check_block(block, "block {}".format(index))
+
+
+def _block_layouts(blocks):
+    """``(rows, bytes per row)`` of every block; blocks not seen before are checked by Ray tasks."""
+    ids = [ref.binary() for ref in blocks]
+    with _checked_lock:
+        missing = [i for i, key in enumerate(ids) if key not in _checked]
+    if missing:
+        try:
+            answers = ray.get([_check_block.remote(i, blocks[i]) for i in missing])
+        except RayTaskError as exc:
+            if isinstance(exc.cause, BadInputError):
+                raise BadInputError(str(exc.cause)) from None
+            raise
+        with _checked_lock:
+            for i, answer in zip(missing, answers):
+                _checked[ids[i]] = answer
+            while len(_checked) > _CHECKED_KEPT:
+                _checked.popitem(last=False)
+    with _checked_lock:
+        return [_checked[key] for key in ids]
+
+
+class _StoredFeedJob:
+    """One epoch of a Ray Dataset: checks new blocks, then feeds their row ranges from driver threads."""
+
+    def __init__(self, target, epoch, blocks):
+        self.target = target
+        self.epoch = epoch
+        self.blocks = blocks
+        self._job = None
+
+    def __call__(self):
+        layouts = _block_layouts(self.blocks)
+        pieces = [block_pieces(ref, rows, row_bytes, self.target.chunk_rows)
+                  for ref, (rows, row_bytes) in zip(self.blocks, layouts)]
+        self._job = _Job(lambda index, block_rows: feed_train_partition(self.target, self.epoch, index,
+                                                                        chunks=iter(block_rows)), pieces)
+        return self._job()
+
+    def cancel(self):
+        if self._job is not None:
+            self._job.cancel()
 
 
 @ray.remote(num_cpus=0, max_retries=2, num_returns=2)
@@ -93,8 +146,7 @@ class RayDatasetSource:
                                     "columns are {}".format(missing, columns))
 
     def train_job(self, target, epoch):
-        blocks = self.blocks()
-        return _TaskJob(lambda i: _feed_block.remote(target, epoch, i, blocks[i], [blocks[i]]), len(blocks))
+        return _StoredFeedJob(target, epoch, self.blocks())
 
     def inference(self, target, cluster):
         import uuid
