@@ -550,11 +550,12 @@ def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_
         here = ray.get_runtime_context().get_node_id()
         strategies = [NodeAffinitySchedulingStrategy(here, soft=False) if job == "ps" else None
                       for job, _ in cluster.roles]
-    runtime_env = {"env_vars": dict({"TF_USE_LEGACY_KERAS": "1"}, **(env_vars or {}))}
     cluster.nodes = []
     for eid, ((job_name, task_index), request) in enumerate(zip(cluster.roles, requests)):
         options = dict(request.actor_options(), name="raytfnode-{}-node-{}".format(cluster.cluster_id, eid),
-                       namespace=cluster.namespace, runtime_env=runtime_env)
+                       namespace=cluster.namespace)
+        if env_vars:
+            options["runtime_env"] = {"env_vars": dict(env_vars)}
         if strategies[eid] is not None:
             options["scheduling_strategy"] = strategies[eid]
         cluster.nodes.append(TFNodeActor.options(**options).remote(

@@ -38,7 +38,11 @@ class _TFNode:
         self.name = "{}:{}".format(job_name, task_index)
         self.queues = queues_actor
         self.gpu_ids = _gpu_ids()
-        # before TensorFlow is imported anywhere in this process
+        # before TensorFlow is imported anywhere in this process (set here, not in a runtime_env, so the
+        # actor can start in one of Ray's idle worker processes instead of a new one)
+        if "tensorflow" in sys.modules:
+            logger.warning("node %s starts in a Ray worker that imported TensorFlow already: "
+                           "CUDA_VISIBLE_DEVICES and TF_USE_LEGACY_KERAS=1 may come too late", self.name)
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids)
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
         self.socket = None

@@ -559,11 +559,14 @@ def test_memory_bounded_by_queue_bytes(spark, clusters, tmp_path):
     # put before the readers are done (a feeding task ends only once its rows were read)
     rdd = spark.sparkContext.parallelize(range(rows), 2).map(lambda i: np.full(width, i, dtype=np.float64))
     baseline = object_store_used()
-    samples, done = [], threading.Event()
+    samples, held, done = [], [], threading.Event()
 
     def sample():
         while not done.is_set():
             samples.append(object_store_used())
+            # what each queue counts: chunks waiting in it and chunks its reader took but has not read yet
+            held.extend(max(stats["queued_bytes"].values())
+                        for stats in ray.get([q.stats.remote() for q in cluster.queue_actors]))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -589,6 +592,8 @@ def test_memory_bounded_by_queue_bytes(spark, clusters, tmp_path):
     assert len(samples) > 20, "the feed was too quick to sample"
     assert peak > chunk, "no chunk was ever seen in the object store: the measurement is broken"
     assert peak < limit, "object store grew to {:.1f} MiB above baseline".format(peak / 2 ** 20)
+    # the bound itself is strict: a chunk waits until it fits, and counts until its reader has read it
+    assert 0 < max(held) <= queue_max, "a queue held {} bytes with a bound of {}".format(max(held), queue_max)
 
 
 # ---------------------------------------------------------------------------------- 9. load
