@@ -33,6 +33,10 @@ DEFAULT_CHUNK_BYTES = 16 << 20
 reader (several ms of CPU on a 2-core machine), so chunks must be large; 16 MiB fed MNIST-shaped rows
 1.4x faster than 8 MiB in ``ci/bench.py``."""
 
+DEFAULT_CHUNK_ROWS = 1 << 18
+"""Most rows in a chunk: bounds the Python row objects a producer holds while it cuts a chunk of small
+rows (262,144 one-number rows are 2 MiB as a column, about 9 MiB as Python objects)."""
+
 SCALAR = "scalar"   # numeric scalars -> 1-D array, rows as Python scalars
 LIST = "list"       # lists/tuples of numbers -> N-D array, rows as (nested) lists
 NDARRAY = "ndarray"  # numpy arrays -> N-D array, rows as numpy arrays
@@ -270,7 +274,7 @@ def _row_bytes(value):
     return 64
 
 
-def chunk_rows(row_iter, target_bytes=DEFAULT_CHUNK_BYTES, max_rows=65536, where=""):
+def chunk_rows(row_iter, target_bytes=DEFAULT_CHUNK_BYTES, max_rows=DEFAULT_CHUNK_ROWS, where=""):
     """Cuts an iterator of rows into chunks of about ``target_bytes``.
 
     Yields :class:`Chunk` objects. The chunk boundaries depend only on the rows,

@@ -17,7 +17,7 @@ import threading
 
 import ray
 
-from .chunks import DEFAULT_CHUNK_BYTES, chunk_rows
+from .chunks import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, chunk_rows
 from .errors import BadInputError, FeedError
 from .stored import StoredRows
 
@@ -54,7 +54,7 @@ class FeedTarget:
     feed_id: str
     feed_timeout: float = 600.0
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
-    chunk_rows: int = 65536
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
     auth_mode: str = None
 
 
