@@ -180,6 +180,7 @@ class TFCluster:
                         next_timeout_check = time.monotonic() + 1.0
                         self._raise_feed_failure(target)
             except BaseException as exc:
+                self._cancel_queues(target, exc)
                 self._cancel_feed(job)
                 error = self._explain_failure(exc)
                 if error is exc:
@@ -204,6 +205,15 @@ class TFCluster:
         for message in messages:
             if message:
                 raise FeedTimeoutError(message)
+
+    def _cancel_queues(self, target, exc):
+        """Wakes every producer of this feed that waits on a queue (on a stalled node it would wait feed_timeout)."""
+        reason = "{}: {}".format(type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        for eid in self._fed():
+            try:
+                self.queue_actors[eid].cancel_feed.remote(target.feed_id, reason[:300])
+            except Exception:  # noqa: BLE001  (a dead queue actor has nobody waiting on it)
+                pass
 
     @staticmethod
     def _cancel_feed(job):

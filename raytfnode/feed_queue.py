@@ -96,6 +96,7 @@ class _NodeQueues:
         self.last_progress = time.monotonic()
         self.results = {}            # tag -> {seq: values}
         self.timeouts = {}           # feed id -> message of the first FeedTimeoutError of that feed
+        self.cancelled = {}          # feed id -> why the driver gave that feed up
         self.changed = asyncio.Condition()
 
     # ---------------------------------------------------------------- helpers
@@ -160,6 +161,16 @@ class _NodeQueues:
         """Records a producer's feed timeout, so the driver fails the feed at once (Spark would retry)."""
         self.timeouts.setdefault(feed_id, message)
         return FeedTimeoutError(message)
+
+    async def cancel_feed(self, feed_id, reason):
+        """The driver gave feed ``feed_id`` up (a node failed): its producers waiting here stop now."""
+        self.cancelled.setdefault(feed_id, reason)
+        await self._notify()
+
+    def _raise_if_cancelled(self, feed_id):
+        if feed_id in self.cancelled:
+            raise FeedError("feed {} to node {} was cancelled: {}".format(
+                feed_id, self.node_name, self.cancelled[feed_id]))
 
     def feed_timeout(self, feed_id):
         """The message of the first feed timeout of feed ``feed_id`` on this node, or ``None``."""
@@ -279,6 +290,7 @@ class _NodeQueues:
         the node's ``map_fun`` already returned.
         """
         self._raise_if_failed()
+        self._raise_if_cancelled(key[0])
         state = self.key_state.get(key)
         if state == "done" or state == "skipped":
             return "duplicate"
@@ -300,9 +312,10 @@ class _NodeQueues:
         self._raise_if_stopped(num_rows)
         queue = self._queue(name)
         ok = await self._wait(
-            lambda: queue.has_room(self.max_bytes, nbytes) or self.error is not None
+            lambda: queue.has_room(self.max_bytes, nbytes) or self.error is not None or key[0] in self.cancelled
             or self.closed or self.terminated or self.finished or self.key_state.get(key) != state, timeout)
         self._raise_if_failed()
+        self._raise_if_cancelled(key[0])
         if not ok:
             raise self._timed_out(key[0],
                 "node {} took no data for {:.0f} s (feed_timeout): its queue {!r} stayed full with {} "
@@ -442,7 +455,7 @@ class _NodeQueues:
 
         def settled():
             return all(self.key_state.get(k) in ("done", "skipped", "lost") for k in keys) \
-                or self.error is not None or self.closed or self.finished
+                or self.error is not None or self.closed or self.finished or keys[0][0] in self.cancelled
 
         while True:
             idle_since = self.last_progress
@@ -455,6 +468,7 @@ class _NodeQueues:
                     "unread; its map_fun is stalled (stuck, or waiting on another node)".format(
                         self.node_name, timeout, pending))
         self._raise_if_failed()
+        self._raise_if_cancelled(keys[0][0])
         unread = [k for k in keys if self.key_state.get(k) in ("queued", "taken")]
         if unread:
             raise FeedError(
@@ -487,7 +501,7 @@ class _NodeQueues:
         def ready():
             got = self.results.get(tag, {})
             return len(got) >= num_chunks or self.error is not None or self.closed \
-                or self.finished or self.terminated
+                or self.finished or self.terminated or tag[0] in self.cancelled
 
         while True:
             idle_since = self.last_progress
@@ -499,6 +513,7 @@ class _NodeQueues:
                     "partition {} have results".format(self.node_name, timeout, len(self.results.get(tag, {})),
                                                        num_chunks, tag[-1]))
         self._raise_if_failed()
+        self._raise_if_cancelled(tag[0])
         got = self.results.get(tag, {})
         if len(got) < num_chunks:
             raise FeedError("node {}'s map_fun {} before returning results for partition {} ({} of {} chunks "

@@ -176,6 +176,36 @@ def test_map_fun_raises_mid_feed(spark, clusters):
         cluster.shutdown(timeout=30)
 
 
+def fail_one_stall_other(failing_index=1):
+    """worker:<failing_index> raises after a few batches; the other node stops reading, as a worker does
+    that waits in a collective for its failed peer."""
+    def map_fun(args, ctx):
+        feed = ctx.get_data_feed()
+        if ctx.task_index != failing_index:
+            while True:
+                time.sleep(1)
+        for _ in range(3):
+            feed.next_batch(16)
+        raise ValueError("injected failure while the other node is stalled")
+    return map_fun
+
+
+def test_ray_dataset_node_error_fails_fast_while_another_node_stalls(clusters):
+    """Ray Dataset blocks are fed from driver threads: when a node fails, the threads waiting on the stalled
+    node must be released at once, not after feed_timeout."""
+    cluster = clusters(fail_one_stall_other())
+    ds = ray.data.range(20000, override_num_blocks=4).materialize()
+    started = time.monotonic()
+    with pytest.raises(NodeError) as info:
+        cluster.train(ds, num_epochs=1, feed_timeout=600)
+    elapsed = time.monotonic() - started
+    assert elapsed < FAR_BELOW, elapsed
+    assert_names(info.value, "worker:1")
+    assert "injected failure while the other node is stalled" in str(info.value)
+    with pytest.raises((NodeError, ShutdownTimeoutError)):
+        cluster.shutdown(timeout=3)
+
+
 @LOCAL
 def test_map_fun_raises_before_reading(spark, clusters):
     cluster = clusters(failing_map_fun("before"), sc=spark)
