@@ -24,6 +24,22 @@ RAY_CPUS = 12
 RAY_GPUS = 2
 
 
+def subprocess_env(**extra):
+    """Environment for a script run in a child process (an example, the benchmark) that starts its own Ray."""
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env.update({
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_USE_LEGACY_KERAS": "1",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray cluster for the whole session (12 logical CPUs, 2 declared GPUs)."""

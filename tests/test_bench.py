@@ -6,31 +6,17 @@ tiny; the test checks that every section ran, printed its part of the table and 
 figures to the JSON file.
 """
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import subprocess_env
 
 BENCH = Path(__file__).resolve().parents[1] / "ci" / "bench.py"
 CONSUMERS = {"next_batch(100)", "next_batch(1000)", "arrays"}
 SOURCES = {"rdd", "dataframe", "raydata"}
-
-
-def _env():
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)   # the benchmark starts its own Ray
-    env.update({
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "TF_USE_LEGACY_KERAS": "1",
-        "PYTHONUNBUFFERED": "1",
-    })
-    return env
 
 
 @pytest.mark.spark
@@ -40,7 +26,7 @@ def test_bench_tiny_prints_the_table_and_writes_json(tmp_path):
     started = time.monotonic()
     try:
         done = subprocess.run([sys.executable, str(BENCH), "--tiny", "--spark", "local", "--out", str(out)],
-                              cwd=str(tmp_path), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              cwd=str(tmp_path), env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, timeout=840)
     except subprocess.TimeoutExpired as exc:
         output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")

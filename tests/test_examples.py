@@ -5,7 +5,6 @@ Ray; every example prints a ``SUMMARY key=value ...`` line that the tests read.
 The main job (spark_digits.py) runs with its full settings and must reach 95%
 held-out accuracy.
 """
-import os
 import re
 import subprocess
 import sys
@@ -13,30 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import subprocess_env
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def _env(**extra):
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)   # each example starts (or is told) its own Ray
-    env.update({
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "TF_USE_LEGACY_KERAS": "1",
-        "PYTHONUNBUFFERED": "1",
-    })
-    env.update(extra)
-    return env
 
 
 def run_example(name, *args, cwd, timeout=600, env=None):
     """Runs ``examples/<name>`` with ``args``; returns its output and the parsed SUMMARY line."""
     started = time.monotonic()
     try:
-        done = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=str(cwd), env=env or _env(),
+        done = subprocess.run([sys.executable, str(EXAMPLES / name), *args], cwd=str(cwd), env=env or subprocess_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
@@ -100,7 +85,7 @@ def gpu_ray_address(tmp_path):
             "sys.stdin.read()\n")
     holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True, cwd=str(tmp_path),
-                              env=_env(RAY_AUTH_MODE="token"))
+                              env=subprocess_env(RAY_AUTH_MODE="token"))
     try:
         line = holder.stdout.readline()
         assert line.startswith("ADDRESS "), "the Ray holder printed {!r}".format(line)
@@ -118,7 +103,7 @@ def gpu_ray_address(tmp_path):
 def test_raydata_gpu_joins_existing_cluster_with_gpus(tmp_path, gpu_ray_address):
     """--address joins a running Ray; its 2 (declared) GPUs give 2 nodes with num_gpus=1 each."""
     output, summary = run_example("raydata_gpu.py", "--address", gpu_ray_address, "--epochs", "2", cwd=tmp_path,
-                                  env=_env(RAY_AUTH_MODE="token"))
+                                  env=subprocess_env(RAY_AUTH_MODE="token"))
     assert summary["device"] == "gpu"
     assert "DEVICE gpu: 2 GPUs in the Ray cluster" in output
     assert re.search(r"worker:0 Ray GPUs \['\d'\]", output) and re.search(r"worker:1 Ray GPUs \['\d'\]", output)
