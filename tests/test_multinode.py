@@ -388,11 +388,17 @@ def _digits_block(first, count):
     return pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1]), "y": pa.array(y)})
 
 
+PAYLOAD_FLOATS = 256   # 1 KiB per row: a block of 300 rows is well above Ray's 100 KiB limit for inlined objects
+
+
 @ray.remote(num_cpus=0)
 def _ids_block(first, count):
+    """Rows ``first..first+count-1``: an id and a payload, so the block lives in the object store, not inline."""
     import pyarrow as pa
 
-    return pa.table({"id": pa.array(np.arange(first, first + count, dtype=np.int64))})
+    payload = np.zeros(count * PAYLOAD_FLOATS, dtype=np.float32)
+    return pa.table({"id": pa.array(np.arange(first, first + count, dtype=np.int64)),
+                     "payload": pa.FixedSizeListArray.from_arrays(pa.array(payload), PAYLOAD_FLOATS)})
 
 
 def _blocks_on(make, node_ids, sizes, soft=False):
@@ -415,7 +421,7 @@ def _holders(refs):
 @pytest.mark.timeout(360)
 def test_mwms_on_two_machines_fed_from_a_ray_dataset_whose_blocks_live_on_a_third(machines, tmp_path):
     x, y = _digits()
-    sizes = [300] * 5 + [len(x) - 1500]
+    sizes = [600, 600, len(x) - 1200]     # 600 rows of 65 float32: above the 100 KiB of inlined objects
     refs = _blocks_on(_digits_block, [machines.node_ids[3]] * len(sizes), sizes)
     assert _holders(refs) == [[machines.node_ids[3]]] * len(sizes)
     ds = ray.data.from_arrow_refs(refs)
@@ -438,7 +444,8 @@ def _count_ids(args, ctx):
     epochs = []
     while not feed.should_stop():
         rows = total = 0
-        for (ids,) in feed.epoch_batches(100):
+        for batch in feed.epoch_batches(100):
+            ids = batch[0]
             rows += len(ids)
             total += int(ids.sum())
         if rows or not feed.should_stop():
