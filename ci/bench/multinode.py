@@ -204,18 +204,44 @@ def bytes_moved(machine_ids, rows, blocks, data_locality):
 # ------------------------------------------------------------------ the run
 
 
-def _start_cluster(store_bytes):
+def _add_raylet(cluster, **node_args):
+    """``cluster.add_node`` that waits for a raylet that missed Ray's 30 s start-up wait on a loaded host."""
+    import ray
+
+    node_id = ray.NodeID.from_random().hex()
+    try:
+        return cluster.add_node(env_vars={"RAY_OVERRIDE_NODE_ID_FOR_TESTING": node_id}, **node_args).node_id
+    except Exception as exc:  # noqa: BLE001  (Ray raises a bare Exception for the start-up timeout)
+        if "timed out during startup" not in str(exc):
+            raise
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            ray._private.services.get_node(cluster.address, node_id)
+            return node_id
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+def _start_cluster(store_bytes, attempts=3):
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "resources": {machine_resource(0): 1000}, "object_store_memory": store_bytes,
-        "include_dashboard": False})
-    nodes = [cluster.add_node(num_cpus=3, resources={machine_resource(i): 1000, TF_RESOURCE: 100},
-                              object_store_memory=store_bytes) for i in range(1, WORKER_MACHINES + 1)]
-    cluster.wait_for_nodes()
+    for attempt in range(attempts):
+        try:
+            cluster = Cluster(initialize_head=True, head_node_args={
+                "num_cpus": 2, "resources": {machine_resource(0): 1000}, "object_store_memory": store_bytes,
+                "include_dashboard": False})
+            break
+        except Exception as exc:  # noqa: BLE001
+            if "timed out during startup" not in str(exc) or attempt == attempts - 1:
+                raise
+    machine_ids = [_add_raylet(cluster, num_cpus=3, resources={machine_resource(i): 1000, TF_RESOURCE: 100},
+                               object_store_memory=store_bytes) for i in range(1, WORKER_MACHINES + 1)]
     ray.init(address=cluster.address, log_to_driver=False, logging_level="WARNING")
-    return cluster, [node.node_id for node in nodes]
+    return cluster, machine_ids
 
 
 def measure(tiny: bool) -> dict:
