@@ -28,11 +28,13 @@ from .feed_queue import END_EPOCH, END_FEED, NodeQueuesActor
 from .feeding import FeedTarget
 from .node import TFNodeActor
 from .progress import FeedProgress
-from .resources import check_feasible, describe_request, node_request
+from .resources import check_feasible, check_placement_feasible, describe_request, node_request
+from .restart import Failure, RestartPolicy
 
 logger = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.25
+PROBE_SECONDS = 3.0
 DEFAULT_EPOCHS = 10
 CONTROL_QUEUES = ("output", "error")
 
@@ -67,6 +69,14 @@ class TFCluster:
         self._stopped = False
         self._queue_bytes = None
         self._chunk_bytes = DEFAULT_CHUNK_BYTES
+        self._data_locality = True
+        self._launch_config = {}   # what run() was given, to start the nodes again on a restart
+        self.attempt = 0           # restarts so far
+        self.failures = []         # restart.Failure of every attempt that failed
+        self._policy = RestartPolicy(0)
+        self._probed = False       # silent nodes were probed for this attempt's failure
+        self._stray_refs = []      # refs given up on (dead nodes): read before release, so Ray prints nothing
+        self._recovering = None    # the restart record waiting for the new nodes to consume
 
     # ------------------------------------------------------------ helpers
 
@@ -92,26 +102,71 @@ class TFCluster:
             try:
                 outcome = ray.get(ref)
             except RayActorError as exc:
-                outcome = ("dead", "its actor died ({}); the process was killed or ran out of memory".format(
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__), None, time.time())
-                try:  # producers waiting on this node must fail now, not at feed_timeout
-                    self.queue_actors[executor_id].set_error.remote(outcome[1])
-                except Exception:  # noqa: BLE001
-                    pass
+                outcome = ("dead", _death_message(exc), None, time.time())
             if outcome is None:  # join returned on its own timeout: ask again
                 self._joins[executor_id] = self.nodes[executor_id].join.remote(None)
                 continue
-            del self._joins[executor_id]
-            self._outcomes[executor_id] = outcome
+            self._record(executor_id, outcome)
+
+    def _record(self, executor_id, outcome):
+        """Keeps a node's outcome; a dead node's producers must fail now, not at feed_timeout."""
+        stray = self._joins.pop(executor_id, None)
+        if stray is not None:
+            self._stray_refs.append(stray)
+        self._outcomes[executor_id] = outcome
+        if outcome[0] == "dead":
+            try:
+                self.queue_actors[executor_id].set_error.remote(outcome[1])
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _probe_silent_nodes(self):
+        """After a node error, finds nodes that died without a word (a lost machine) among the rest.
+
+        A machine that leaves the cluster takes its node with it, and its peers'
+        collectives break at once: their errors often reach the driver before Ray
+        declares the dead actor dead. Every node without an outcome is asked for
+        its status; one whose actor is gone, or whose machine Ray no longer lists as
+        alive, or that does not answer within a few seconds, is recorded as dead.
+        """
+        self._probed = True
+        silent = [eid for eid in range(len(self.nodes)) if eid not in self._outcomes]
+        if not silent:
+            return
+        asks = {self.nodes[eid].status.remote(): eid for eid in silent}
+        ready, unanswered = ray.wait(list(asks), num_returns=len(asks), timeout=PROBE_SECONDS)
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except RayActorError as exc:
+                self._record(asks[ref], ("dead", _death_message(exc), None, time.time()))
+        for ref in unanswered:
+            self._stray_refs.append(ref)
+            eid = asks[ref]
+            machine = self.cluster_info[eid].get("node_id") if eid < len(self.cluster_info) else None
+            where = "its machine (Ray node {}) left the Ray cluster".format(machine) if machine not in alive else \
+                "it stopped answering for {:.0f} s (its machine, Ray node {}, is likely lost)".format(
+                    PROBE_SECONDS, machine)
+            self._record(eid, ("dead", "its actor is gone: " + where, None, time.time()))
 
     def _first_error(self):
-        failed = [(outcome[-1], eid, outcome) for eid, outcome in self._outcomes.items()
-                  if outcome[0] in ("error", "dead")]
+        """The failure to report: a node that died (the usual root cause) before nodes whose map_fun raised.
+
+        Among errors, the earliest comes first; the others are attached as
+        ``related`` (a survivor whose collective broke when its peer died).
+        """
+        failed = {eid: outcome for eid, outcome in self._outcomes.items() if outcome[0] in ("error", "dead")}
         if not failed:
             return None
-        _, executor_id, outcome = min(failed, key=lambda f: (f[0], f[1]))
-        job_name, task_index = self.roles[executor_id]
-        return NodeError(job_name, task_index, outcome[1], outcome[2])
+        if not self._probed and not any(outcome[0] == "dead" for outcome in failed.values()):
+            self._probe_silent_nodes()
+            failed = {eid: outcome for eid, outcome in self._outcomes.items() if outcome[0] in ("error", "dead")}
+        order = sorted(failed, key=lambda eid: (failed[eid][0] != "dead", failed[eid][-1], eid))
+        errors = [NodeError(*self.roles[eid], failed[eid][1], failed[eid][2]) for eid in order]
+        head = errors[0]
+        return NodeError(head.job_name, head.task_index, head.message, head.remote_traceback, related=errors[1:],
+                         attempts=[failure.error for failure in self.failures])
 
     def _raise_node_error(self):
         self._poll_nodes()
@@ -134,13 +189,20 @@ class TFCluster:
             feed_timeout=float(feed_timeout),
             chunk_bytes=self._chunk_bytes,
             auth_mode=os.environ.get("RAY_AUTH_MODE"),
+            slot_machines=tuple(self.cluster_info[i].get("node_id") for i in fed),
+            data_locality=self._data_locality,
         )
 
+    def _actor_prefix(self):
+        """``raytfnode-<cluster id>``, plus ``-a<attempt>`` after a restart (each attempt has its own actors)."""
+        base = "raytfnode-{}".format(self.cluster_id)
+        return base if not self.attempt else "{}-a{}".format(base, self.attempt)
+
     def _queue_actor_name(self, executor_id):
-        return "raytfnode-{}-queues-{}".format(self.cluster_id, executor_id)
+        return "{}-queues-{}".format(self._actor_prefix(), executor_id)
 
     def _coordinator_name(self):
-        return "raytfnode-{}-coordinator".format(self.cluster_id)
+        return "{}-coordinator".format(self._actor_prefix())
 
     def _check_feed_args(self, qname, feed_timeout):
         self._check_running()
@@ -153,7 +215,6 @@ class TFCluster:
                                     qname, [q for q in self.queues if q not in CONTROL_QUEUES]))
         if not feed_timeout or feed_timeout <= 0:
             raise BadInputError("feed_timeout must be a positive number of seconds, got {!r}".format(feed_timeout))
-        self._raise_node_error()
 
     def _input_mapping(self, qname):
         mappings = ray.get([self.queue_actors[eid].kv_get.remote("input_mapping:" + qname) for eid in self._fed()])
@@ -176,6 +237,7 @@ class TFCluster:
                     if error is not None:
                         raise error
                     progress.update()
+                    self._check_recovered()
                     if time.monotonic() >= next_timeout_check:
                         next_timeout_check = time.monotonic() + 1.0
                         self._raise_feed_failure(target)
@@ -257,6 +319,10 @@ class TFCluster:
         row); each epoch ends with an end-of-epoch marker that
         ``DataFeed.epoch_batches`` and the ``tf.data`` helper stop at.
 
+        With ``run(..., max_failures=N)`` a node failure restarts the cluster and
+        the feed resumes at the epoch the restarted ``map_fun`` resumes at (see
+        :meth:`raytfnode.context.TFNodeContext.resume_feed`), each epoch from its start.
+
         Args:
           :data: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (lists of rows).
           :num_epochs: number of times to feed the data; ``0`` keeps TensorFlowOnSpark's default of 10.
@@ -264,7 +330,9 @@ class TFCluster:
           :qname: the queue to feed, ``'input'`` or another name given to ``run(queues=...)``.
 
         Returns:
-          A dict with ``rows`` fed per epoch, ``consumed`` and ``skipped`` rows, ``epochs`` and ``seconds``.
+          A dict with ``rows`` fed per epoch, ``consumed`` and ``skipped`` rows, ``epochs``, ``seconds``
+          and ``restarts`` (one record per restart: ``attempt``, ``node``, ``error``, ``resume_epoch``,
+          ``recovery_seconds`` from the failure seen to the new nodes consuming, ``rows_refed``).
         """
         self._check_feed_args(qname, feed_timeout)
         if not isinstance(num_epochs, int) or num_epochs < 0:
@@ -275,19 +343,46 @@ class TFCluster:
         if num_epochs == 0:
             logger.info("num_epochs=0: feeding the data %d times (TensorFlowOnSpark's default)", DEFAULT_EPOCHS)
             num_epochs = DEFAULT_EPOCHS
-        target = self._target(qname, feed_timeout)
-        report = {"epochs": 0, "rows": 0, "consumed": 0, "skipped": 0, "partitions": 0, "seconds": 0.0}
+        report = {"epochs": 0, "rows": 0, "consumed": 0, "skipped": 0, "partitions": 0, "seconds": 0.0,
+                  "restarts": []}
+        epoch_rows = {}       # epoch -> rows fed in it (completed epochs)
+        progress = {"epoch": 0, "fed_at_epoch_start": 0}
         started = time.monotonic()
+        epoch = 0
+        while True:
+            try:
+                self._raise_node_error()
+                self._feed_epochs(source, qname, feed_timeout, epoch, num_epochs, report, epoch_rows, progress)
+                self._raise_node_error()
+                break
+            except NodeError as error:
+                record = self._restart(error)
+                epoch = min(record["resume_epoch"], num_epochs)
+                interrupted = progress["epoch"]
+                record["rows_refed"] = sum(rows for e, rows in epoch_rows.items() if epoch <= e < interrupted) + \
+                    max(0, record.pop("fed_rows") - progress["fed_at_epoch_start"])
+                report["restarts"].append(record)
+        report["seconds"] = time.monotonic() - started
+        if report["skipped"]:
+            logger.info("train(): %d rows skipped after DataFeed.terminate()", report["skipped"])
+        return report
+
+    def _feed_epochs(self, source, qname, feed_timeout, first_epoch, num_epochs, report, epoch_rows, progress):
+        """Feeds epochs ``first_epoch..num_epochs-1`` to the current attempt's nodes."""
+        target = self._target(qname, feed_timeout)
         try:
-            for epoch in range(num_epochs):
+            for epoch in range(first_epoch, num_epochs):
+                progress["epoch"] = epoch
+                progress["fed_at_epoch_start"] = self._fed_rows()
                 job = source.train_job(target, epoch)
                 stats = self._watch(job, target, "epoch {}/{}".format(epoch + 1, num_epochs))
+                rows = sum(part["rows"] for part in stats)
+                epoch_rows[epoch] = rows
                 report["epochs"] += 1
                 report["partitions"] += len(stats)
-                for part in stats:
-                    report["rows"] += part["rows"]
-                    report["consumed"] += part["consumed"]
-                    report["skipped"] += part["skipped"]
+                report["rows"] += rows
+                report["consumed"] += sum(part["consumed"] for part in stats)
+                report["skipped"] += sum(part["skipped"] for part in stats)
                 for eid in self._fed():
                     self.queue_actors[eid].put_marker.remote(qname, (END_EPOCH, target.feed_id, epoch))
                 if ray.get(self.coordinator.terminated.remote()) is not None:
@@ -299,12 +394,86 @@ class TFCluster:
                         report["rows"] += skipped_epochs   # rows == consumed + skipped
                     break
         finally:
-            self.coordinator.forget.remote(target.feed_id)
-        report["seconds"] = time.monotonic() - started
-        if report["skipped"]:
-            logger.info("train(): %d rows skipped after DataFeed.terminate()", report["skipped"])
-        self._raise_node_error()
-        return report
+            try:
+                self.coordinator.forget.remote(target.feed_id)
+            except Exception:  # noqa: BLE001  (a restart replaced the coordinator)
+                pass
+
+    # ---------------------------------------------------------- restarts
+
+    def _fed_stats(self):
+        """Counters of the fed nodes' queues (``{}`` for a queue actor that does not answer)."""
+        refs = [self.queue_actors[eid].stats.remote() for eid in self._fed()]
+        stats = []
+        for ref in refs:
+            try:
+                stats.append(ray.get(ref, timeout=5))
+            except Exception:  # noqa: BLE001
+                stats.append({})
+        return stats
+
+    def _fed_rows(self):
+        return sum(stat.get("fed_rows", 0) for stat in self._fed_stats())
+
+    def _restart(self, error):
+        """Stops every node and starts a new set after ``error``, or raises it when the policy says no.
+
+        Returns the restart's record for ``train()``'s report (with ``fed_rows``: rows
+        the failed attempt's nodes were fed, for the caller's accounting).
+        """
+        seen_at = time.time()
+        stats = self._fed_stats()
+        read_data = any(stat.get("reads", 0) or stat.get("consumed_rows", 0) for stat in stats)
+        self.failures.append(Failure(self.attempt, error, read_data, seen_at))
+        why_not = self._policy.why_not(self.failures)
+        if why_not is not None:
+            if self._policy.max_failures == 0:
+                raise error
+            raise NodeError(error.job_name, error.task_index, "{} (not restarted: {})".format(error.message, why_not),
+                            error.remote_traceback, related=error.related,
+                            attempts=[failure.error for failure in self.failures[:-1]]) from None
+        logger.warning("TF node %s failed on attempt %d: %s. Restarting the cluster (restart %d of %s)",
+                       error.node, self.attempt, error.message.splitlines()[0] if error.message else "",
+                       len(self.failures), "unlimited" if self._policy.max_failures < 0 else self._policy.max_failures)
+        self._release(final=False)
+        self.attempt += 1
+        _launch(self)
+        record = {"attempt": self.attempt, "node": error.node, "error": error.message, "seen_at": seen_at,
+                  "recovery_seconds": None, "fed_rows": sum(stat.get("fed_rows", 0) for stat in stats)}
+        record["resume_epoch"] = self._resume_epoch()
+        self._recovering = record
+        return record
+
+    def _resume_epoch(self):
+        """The epoch the restarted nodes resume at: reported by the first fed node, else 0 once it reads.
+
+        A Keras ``BackupAndRestore(ctx.checkpoint_dir)`` backup is read when the node
+        starts; a ``map_fun`` with its own checkpoint calls ``ctx.resume_feed(epoch)``
+        before reading. One that reads without saying starts over at epoch 0.
+        """
+        if self.input_mode != InputMode.SPARK:
+            return 0
+        chief = self._fed()[0]
+        queue = self.queue_actors[chief]
+        while True:
+            resume_epoch, stats = ray.get([queue.kv_get.remote("resume_epoch"), queue.stats.remote()])
+            if resume_epoch is not None:
+                return int(resume_epoch)
+            if stats.get("reads") or chief in self._outcomes:
+                return 0
+            self._poll_nodes(timeout=0.1)
+            error = self._first_error()
+            if error is not None:
+                raise error
+
+    def _check_recovered(self):
+        """Records when the restarted nodes consume again (the end of a recovery)."""
+        if self._recovering is None:
+            return
+        stats = self._fed_stats()
+        if any(stat.get("consumed_rows", 0) for stat in stats):
+            self._recovering["recovery_seconds"] = time.time() - self._recovering["seen_at"]
+            self._recovering = None
 
     def inference(self, data, feed_timeout=600, qname="input"):
         """*For InputMode.SPARK only*. Feeds ``data`` for inference and returns the results.
@@ -324,8 +493,23 @@ class TFCluster:
         from .bridges import source_for
         source = source_for(data, self.sc)
         source.validate(self._input_mapping(qname))
-        target = self._target(qname, feed_timeout)
-        return source.inference(target, self)
+        self._raise_node_error()
+        return source.inference(self._target(qname, feed_timeout), self)
+
+    def _with_restarts(self, target, step):
+        """Calls ``step(target)`` until it returns; a node failure restarts the cluster (``max_failures``).
+
+        ``step`` is called again with a target for the new nodes; it must do only the
+        work the failed call left undone (an inference source re-runs the partitions
+        whose results did not come back).
+        """
+        while True:
+            try:
+                self._raise_node_error()
+                return step(target)
+            except NodeError as error:
+                self._restart(error)
+                target = self._target(target.qname, target.feed_timeout)
 
     def shutdown(self, ssc=None, grace_secs=0, timeout=259200):
         """Stops the cluster: ends the feeds, waits for the nodes' ``map_fun``, releases every actor.
@@ -375,19 +559,24 @@ class TFCluster:
         except BaseException as exc:
             error = exc
         finally:
-            self._release()
+            self._release(final=True)
         logger.info("cluster %s shut down in %.2f s", self.cluster_id, time.monotonic() - started)
         if error is not None:
             raise error
 
-    def _release(self):
-        """Stops TensorBoard and kills every actor and the placement group of the cluster."""
-        self._stopped = True
+    def _release(self, final=True):
+        """Stops TensorBoard and kills every actor and the placement group of the current attempt.
+
+        ``final=False`` (a restart) keeps the cluster usable for the next attempt.
+        """
+        if final:
+            self._stopped = True
         if self.tensorboard_node is not None:
             try:
                 ray.get(self.tensorboard_node.stop_tensorboard.remote(), timeout=5)
             except Exception:  # noqa: BLE001
                 pass
+            self.tensorboard_node = None
         for handle in self.queue_actors:
             try:
                 handle.close.remote()
@@ -404,7 +593,21 @@ class TFCluster:
             except Exception:  # noqa: BLE001
                 pass
             self.placement_group = None
+        self._stray_refs.extend(self._joins.values())
         self._joins.clear()
+        self._settle_stray_refs()
+
+    def _settle_stray_refs(self):
+        """Reads the refs given up on, so that Ray does not print their errors as unhandled ones."""
+        refs, self._stray_refs = self._stray_refs, []
+        if not refs:
+            return
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=2.0)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except Exception:  # noqa: BLE001
+                pass
 
     def tensorboard_url(self):
         """URL of the TensorBoard server of the cluster, or ``None`` when ``tensorboard=False``."""
@@ -435,7 +638,8 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         log_dir=None, driver_ps_nodes=False, master_node=None, reservation_timeout=600,
         queues=("input", "output", "error"), eval_node=False, release_port=True, *, num_cpus=1, num_gpus=0,
         resources=None, memory=None, role_resources=None, placement_strategy=None, queue_max_bytes=64 << 20,
-        chunk_bytes=DEFAULT_CHUNK_BYTES, working_dir=None, import_tensorflow=True, env_vars=None):
+        chunk_bytes=DEFAULT_CHUNK_BYTES, working_dir=None, import_tensorflow=True, env_vars=None,
+        runtime_env=None, data_locality=True, max_failures=0, checkpoint_dir=None):
     """Starts the TensorFlow cluster on Ray and runs ``map_fun`` on every node.
 
     Args:
@@ -467,6 +671,18 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
       :working_dir: working directory of the nodes for relative paths (default: the driver's).
       :import_tensorflow: import TensorFlow in every node while they start.
       :env_vars: extra environment variables for the node processes.
+      :runtime_env: Ray runtime environment of the node actors (``working_dir``, ``py_modules``,
+        ``pip``, ``env_vars``): how ``map_fun``'s own modules reach machines that do not have them,
+        the role ``--py-files`` had for TensorFlowOnSpark.
+      :data_locality: on a cluster of several machines, feed each stored block (a Ray Dataset's) to
+        nodes on the block's machine as far as the per-epoch balance allows; ``False`` splits every
+        block across all nodes.
+      :max_failures: cluster restarts allowed when a node fails during ``train()``/``inference()``:
+        ``0`` fails fast, ``N`` restarts up to N times, ``-1`` without limit (Ray Train's meaning).
+        A restart stops every node, starts a new set (new ports and ``TF_CONFIG``) and runs
+        ``map_fun`` again with ``ctx.attempt`` counting up.
+      :checkpoint_dir: directory for checkpoints that stays the same across restarts, given to
+        ``map_fun`` as ``ctx.checkpoint_dir`` (default ``<working dir>/checkpoints/<cluster id>``).
 
     Returns:
       A :class:`TFCluster`, once every node runs its ``map_fun``.
@@ -482,6 +698,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
     queues = tuple(queues)
     if "input" not in queues:
         raise BadInputError("queues must include 'input', got {}".format(list(queues)))
+    policy = RestartPolicy(max_failures)
     if not ray.is_initialized():
         logger.info("Ray is not running: starting a local Ray instance")
         ray.init()
@@ -493,52 +710,131 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
     cluster.namespace = "raytfnode-" + cluster.cluster_id
     cluster.roles = roles_lib.node_roles(template)
     cluster._chunk_bytes = chunk_bytes
+    cluster._data_locality = bool(data_locality)
+    cluster._policy = policy
     requests = [node_request(job_name, num_cpus, num_gpus, memory, resources, role_resources)
                 for job_name, _ in cluster.roles]
-    check_feasible(requests, [roles_lib.node_name(*r) for r in cluster.roles])
     working_dir = working_dir or os.getcwd()
     if tensorboard and not log_dir:
         log_dir = os.path.join(working_dir, "tensorboard")
+    cluster._launch_config = {
+        "payload": _payload(map_fun, tf_args),
+        "requests": requests,
+        "placement_strategy": placement_strategy,
+        "driver_ps_nodes": driver_ps_nodes,
+        "queue_max_bytes": queue_max_bytes,
+        "runtime_env": _runtime_env(runtime_env, env_vars),
+        "reservation_timeout": reservation_timeout,
+        "import_tensorflow": import_tensorflow,
+        "release_port": release_port,
+        "tensorboard": tensorboard,
+        "master_node": master_node,
+        "context_fields": {
+            "defaultFS": _default_fs(cluster.sc),
+            "working_dir": working_dir,
+            "log_dir": log_dir,
+            "checkpoint_dir": checkpoint_dir or os.path.join(working_dir, "checkpoints", cluster.cluster_id),
+        },
+    }
+    _launch(cluster)
+    return cluster
+
+
+def _payload(map_fun, tf_args):
+    """``map_fun`` and ``tf_args`` pickled once, unpickled by each node (where an import error is explained)."""
+    from ray import cloudpickle
+    try:
+        return cloudpickle.dumps((map_fun, tf_args))
+    except Exception as exc:  # noqa: BLE001  (any pickling failure is the caller's to fix)
+        raise BadInputError("map_fun and tf_args must be picklable to reach the TF nodes: {}: {}".format(
+            type(exc).__name__, exc)) from None
+
+
+def _runtime_env(runtime_env, env_vars):
+    """The node actors' runtime_env: the caller's, with ``env_vars`` merged in (``None``: reuse idle workers)."""
+    if runtime_env is not None and not isinstance(runtime_env, dict):
+        raise BadInputError("runtime_env must be a dict such as {{'py_modules': [...]}}, got {!r}".format(
+            runtime_env))
+    merged = dict(runtime_env or {})
+    if env_vars:
+        merged["env_vars"] = dict(merged.get("env_vars") or {}, **dict(env_vars))
+    return merged or None
+
+
+def _launch(cluster):
+    """Places the nodes of the current attempt, builds the cluster spec and starts ``map_fun`` everywhere."""
+    config = cluster._launch_config
+    requests = config["requests"]
+    cluster._outcomes = {}
+    cluster._joins = {}
+    cluster._probed = False
+    check_feasible(requests, [roles_lib.node_name(*r) for r in cluster.roles])
+    check_placement_feasible(requests, config["placement_strategy"])
     started = time.monotonic()
     try:
-        _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_max_bytes, env_vars,
-                      reservation_timeout)
-        infos = _reserve(cluster, requests, reservation_timeout, import_tensorflow)
+        _start_actors(cluster, requests, config["placement_strategy"], config["driver_ps_nodes"],
+                      config["queue_max_bytes"], config["runtime_env"], config["reservation_timeout"])
+        infos = _reserve(cluster, requests, config["reservation_timeout"], config["import_tensorflow"])
         cluster.cluster_info = [dict(info, job_name=job, task_index=index)
                                 for info, (job, index) in zip(infos, cluster.roles)]
         addresses = ["{}:{}".format(info["host"], info["port"]) for info in infos]
         cluster.cluster_spec = roles_lib.cluster_spec(cluster.roles, addresses)
-        context_fields = {
-            "defaultFS": _default_fs(cluster.sc),
-            "working_dir": working_dir,
-            "num_workers": len(cluster._fed()),
-            "log_dir": log_dir,
-        }
-        ray.get([node.start.remote(map_fun, tf_args, cluster.cluster_spec, context_fields, release_port)
-                 for node in cluster.nodes])
+        fed = cluster._fed()
+        context_fields = dict(config["context_fields"], num_workers=len(fed), attempt=cluster.attempt)
+        starts = [node.start.remote(config["payload"], cluster.cluster_spec,
+                                    dict(context_fields, detect_resume=cluster.attempt > 0 and eid == fed[0]),
+                                    config["release_port"])
+                  for eid, node in enumerate(cluster.nodes)]
+        _wait_started(cluster, starts)
         cluster._joins = {eid: node.join.remote(None) for eid, node in enumerate(cluster.nodes)}
-        if tensorboard:
+        if config["tensorboard"]:
             names = [job for job, _ in cluster.roles]
+            master_node = config["master_node"]
             chief = names.index(master_node) if master_node in names else names.index("worker")
             cluster.tensorboard_node = cluster.nodes[chief]
-            cluster._tensorboard_url = ray.get(cluster.tensorboard_node.start_tensorboard.remote(log_dir))
+            cluster._tensorboard_url = ray.get(cluster.tensorboard_node.start_tensorboard.remote(
+                config["context_fields"]["log_dir"]))
             logger.info("TensorBoard at %s", cluster._tensorboard_url)
     except BaseException:
-        cluster._release()
+        cluster._release(final=True)
         raise
-    logger.info("TF cluster %s up in %.2f s: %s", cluster.cluster_id, time.monotonic() - started,
-                cluster.cluster_spec)
-    return cluster
+    logger.info("TF cluster %s (attempt %d) up in %.2f s: %s", cluster.cluster_id, cluster.attempt,
+                time.monotonic() - started, cluster.cluster_spec)
 
 
-def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_max_bytes, env_vars,
+
+def _wait_started(cluster, starts):
+    """Waits for every node's ``start``; a node that cannot load ``map_fun`` fails with its own message."""
+    from ray.exceptions import RayTaskError
+    for eid, ref in enumerate(starts):
+        try:
+            ray.get(ref)
+        except RayTaskError as exc:
+            if isinstance(exc.cause, BadInputError):
+                raise BadInputError(str(exc.cause)) from None
+            raise
+        except RayActorError as exc:
+            raise NodeError(*cluster.roles[eid], "its actor died while starting map_fun: {}".format(
+                _death_message(exc))) from None
+
+
+def _death_message(exc):
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return "its actor died ({}); the process was killed, ran out of memory, or its machine was lost".format(first)
+
+
+def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_max_bytes, runtime_env,
                   reservation_timeout):
     names = [roles_lib.node_name(*r) for r in cluster.roles]
     fed = cluster._fed()
+    # bookkeeping actors (0 CPU) on the driver's machine: they must outlive any machine of TF nodes, so a
+    # lost machine fails its node, not the queues that every producer and the driver talk to
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     cluster.coordinator = CoordinatorActor.options(
-        name=cluster._coordinator_name(), namespace=cluster.namespace).remote(len(fed))
+        name=cluster._coordinator_name(), namespace=cluster.namespace, scheduling_strategy=here).remote(len(fed))
     cluster.queue_actors = [
-        NodeQueuesActor.options(name=cluster._queue_actor_name(eid), namespace=cluster.namespace).remote(
+        NodeQueuesActor.options(name=cluster._queue_actor_name(eid), namespace=cluster.namespace,
+                                scheduling_strategy=here).remote(
             names[eid], list(cluster.queues), queue_max_bytes, cluster.coordinator if eid in fed else None)
         for eid in range(len(cluster.roles))
     ]
@@ -546,7 +842,7 @@ def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_
     if placement_strategy:
         bundles = [request.bundle() for request in requests]
         cluster.placement_group = placement_group(bundles, strategy=placement_strategy,
-                                                  name="raytfnode-" + cluster.cluster_id)
+                                                  name=cluster._actor_prefix())
         ready, _ = ray.wait([cluster.placement_group.ready()], timeout=reservation_timeout)
         if not ready:
             raise ReservationTimeoutError(
@@ -557,15 +853,15 @@ def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_
         strategies = [PlacementGroupSchedulingStrategy(cluster.placement_group, placement_group_bundle_index=i)
                       for i in range(len(requests))]
     elif driver_ps_nodes:
-        here = ray.get_runtime_context().get_node_id()
-        strategies = [NodeAffinitySchedulingStrategy(here, soft=False) if job == "ps" else None
+        here_id = ray.get_runtime_context().get_node_id()
+        strategies = [NodeAffinitySchedulingStrategy(here_id, soft=False) if job == "ps" else None
                       for job, _ in cluster.roles]
     cluster.nodes = []
     for eid, ((job_name, task_index), request) in enumerate(zip(cluster.roles, requests)):
-        options = dict(request.actor_options(), name="raytfnode-{}-node-{}".format(cluster.cluster_id, eid),
+        options = dict(request.actor_options(), name="{}-node-{}".format(cluster._actor_prefix(), eid),
                        namespace=cluster.namespace)
-        if env_vars:
-            options["runtime_env"] = {"env_vars": dict(env_vars)}
+        if runtime_env:
+            options["runtime_env"] = runtime_env
         if strategies[eid] is not None:
             options["scheduling_strategy"] = strategies[eid]
         cluster.nodes.append(TFNodeActor.options(**options).remote(

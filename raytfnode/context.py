@@ -18,11 +18,17 @@ class TFNodeContext:
       :gpu_ids: GPU ids Ray assigned to the node (also in ``CUDA_VISIBLE_DEVICES``).
       :resources: the Ray resources assigned to the node's actor.
       :log_dir: TensorBoard log directory of the cluster, or ``None``.
+      :attempt: how many times the cluster was restarted before this run of ``map_fun``
+        (``0`` on the first run; see ``TFCluster.run(max_failures=...)``).
+      :checkpoint_dir: a directory that stays the same across attempts, for the model's
+        checkpoints (``tf_keras.callbacks.BackupAndRestore(ctx.checkpoint_dir)``).
+      :resume_epoch: on a restart, the epoch the feed starts at when it is known when
+        ``map_fun`` starts (from a ``BackupAndRestore`` backup in ``checkpoint_dir``), else ``None``.
     """
 
     def __init__(self, executor_id=0, job_name="", task_index=0, cluster_spec=None, defaultFS="file://",
                  working_dir=".", mgr=None, tmp_socket=None, num_workers=0, gpu_ids=(), resources=None,
-                 log_dir=None):
+                 log_dir=None, attempt=0, checkpoint_dir=None, resume_epoch=None):
         self.executor_id = executor_id
         self.worker_num = executor_id
         self.job_name = job_name
@@ -36,6 +42,9 @@ class TFNodeContext:
         self.gpu_ids = list(gpu_ids)
         self.resources = dict(resources or {})
         self.log_dir = log_dir
+        self.attempt = attempt
+        self.checkpoint_dir = checkpoint_dir
+        self.resume_epoch = resume_epoch
 
     def __repr__(self):
         return "TFNodeContext({}:{}, executor_id={})".format(self.job_name, self.task_index, self.executor_id)
@@ -48,6 +57,21 @@ class TFNodeContext:
         """Convenience function to access ``TFNode.DataFeed`` directly from this object instance."""
         from .datafeed import DataFeed
         return DataFeed(self.mgr, train_mode, qname_in, qname_out, input_mapping)
+
+    def resume_feed(self, epoch):
+        """Tells the driver that this attempt resumes training at ``epoch`` (0-based).
+
+        For a ``map_fun`` that restores its own checkpoint (``tf.train.CheckpointManager``)
+        after a restart: the feed then delivers epochs ``epoch`` to ``num_epochs - 1``
+        of the running ``train()``, each from its start. Call it before reading the
+        feed; the call of the first fed node (chief, master or ``worker:0``) counts.
+        A Keras program with ``BackupAndRestore(ctx.checkpoint_dir)`` needs no call.
+        """
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            from .errors import BadInputError
+            raise BadInputError("resume_feed(epoch) needs an epoch number >= 0, got {!r}".format(epoch))
+        self.resume_epoch = epoch
+        self.mgr.set("resume_epoch", epoch)
 
     def release_port(self):
         """Convenience function to access ``TFNode.release_port`` directly from this object instance."""

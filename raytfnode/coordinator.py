@@ -47,14 +47,22 @@ class _Coordinator:
         self.terminated_by = None
         self.bad_input = {}    # feed_id -> message of the first BadInputError a producer met
 
-    def assign(self, feed_id, epoch, chunk_key, num_rows):
-        """Rows per slot for one chunk, or ``None`` once a node called terminate()."""
+    def assign(self, feed_id, epoch, chunk_key, num_rows, slot=None):
+        """Rows per slot for one chunk, or ``None`` once a node called terminate().
+
+        ``slot`` gives the whole chunk to one slot: the producer follows an epoch
+        plan that keeps the slots level by the epoch's end (data locality).
+        """
         if chunk_key in self.assigned:
             return self.assigned[chunk_key]
         if self.terminated_by is not None:
             return None
         totals = self.totals.setdefault((feed_id, epoch), [0] * self.num_slots)
-        counts = level_split(totals, num_rows)
+        if slot is None:
+            counts = level_split(totals, num_rows)
+        else:
+            counts = [0] * self.num_slots
+            counts[slot] = num_rows
         for i, c in enumerate(counts):
             totals[i] += c
         self.assigned[chunk_key] = counts

@@ -17,20 +17,35 @@ class NodeError(RayTFNodeError):
       job_name: the node's role (``chief``, ``worker``, ``ps``, ``evaluator``).
       task_index: the node's index within its role.
       remote_traceback: the traceback text from the node's process, or ``None``
-        when the process died without one (killed, out of memory).
+        when the process died without one (killed, out of memory, machine lost).
+      related: failures of other nodes seen with this one, most likely its
+        consequences (a survivor whose collective broke when its peer died).
+      attempts: with ``max_failures``, the failure of every earlier attempt of
+        the cluster, oldest first (each a ``NodeError``).
     """
 
-    def __init__(self, job_name, task_index, message, remote_traceback=None):
+    def __init__(self, job_name, task_index, message, remote_traceback=None, related=(), attempts=()):
         self.job_name = job_name
         self.task_index = task_index
+        self.message = message
         self.remote_traceback = remote_traceback
+        self.related = list(related)
+        self.attempts = list(attempts)
         text = "TF node {}:{} failed: {}".format(job_name, task_index, message)
+        if self.related:
+            text += "\n\nThen, most likely as consequences:\n" + "\n".join(
+                "  {} failed: {}".format(other.node, _first_line(other.message)) for other in self.related)
+        if self.attempts:
+            text += "\n\nEarlier attempts of the cluster (max_failures):\n" + "\n".join(
+                "  attempt {}: {} failed: {}".format(i, earlier.node, _first_line(earlier.message))
+                for i, earlier in enumerate(self.attempts))
         if remote_traceback:
             text += "\n\nRemote traceback of {}:{}:\n{}".format(job_name, task_index, remote_traceback.rstrip())
         super().__init__(text)
 
     def __reduce__(self):
-        return (_rebuild_node_error, (self.job_name, self.task_index, self.args[0], self.remote_traceback))
+        return (NodeError, (self.job_name, self.task_index, self.message, self.remote_traceback, self.related,
+                            self.attempts))
 
     @property
     def node(self):
@@ -38,11 +53,8 @@ class NodeError(RayTFNodeError):
         return "{}:{}".format(self.job_name, self.task_index)
 
 
-def _rebuild_node_error(job_name, task_index, text, remote_traceback):
-    err = NodeError.__new__(NodeError)
-    err.job_name, err.task_index, err.remote_traceback = job_name, task_index, remote_traceback
-    RuntimeError.__init__(err, text)
-    return err
+def _first_line(text):
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
 class FeedTimeoutError(RayTFNodeError, TimeoutError):

@@ -93,6 +93,7 @@ class _NodeQueues:
         self.consumed_chunks = 0
         self.skipped_rows = 0
         self.fed_rows = 0
+        self.reads = 0               # calls by readers (DataFeeds) to take entries: has map_fun read yet?
         self.last_progress = time.monotonic()
         self.results = {}            # tag -> {seq: values}
         self.timeouts = {}           # feed id -> message of the first FeedTimeoutError of that feed
@@ -215,6 +216,7 @@ class _NodeQueues:
             "consumed_rows": self.consumed_rows,
             "consumed_chunks": self.consumed_chunks,
             "skipped_rows": self.skipped_rows,
+            "reads": self.reads,
             "queued_bytes": {name: q.bytes for name, q in self.queues.items()},
             "queued_entries": {name: len(q.entries) for name, q in self.queues.items()},
             "error": self.error,
@@ -251,6 +253,7 @@ class _NodeQueues:
         ``END_EPOCH`` (``value`` is the whole entry).
         """
         queue = self._queue(name)
+        self.reads += 1
         if not queue.entries:
             if not block or not await self._wait(lambda: bool(queue.entries) or self.closed, timeout):
                 return False, None, None
@@ -361,6 +364,7 @@ class _NodeQueues:
         reading them (or ``report_lost`` when the object is gone).
         """
         self._raise_if_closed_for_reader()
+        self.reads += 1
         queue = self._queue(name)
         if not queue.entries:
             await self._wait(lambda: bool(queue.entries) or self.closed, timeout)

@@ -43,6 +43,8 @@ class FeedTarget:
       :chunk_rows: largest number of rows in a chunk.
       :auth_mode: the driver's ``RAY_AUTH_MODE`` (``'token'`` when its ``ray.init()`` started the
         cluster with token authentication), for processes that did not inherit it.
+      :slot_machines: the Ray node id of each fed node, in slot order (for data locality).
+      :data_locality: plan stored blocks' rows onto nodes on the blocks' machines.
     """
 
     namespace: str
@@ -56,6 +58,8 @@ class FeedTarget:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     auth_mode: str = None
+    slot_machines: tuple = ()
+    data_locality: bool = True
 
 
 _lock = threading.Lock()
@@ -113,7 +117,11 @@ def _settle(calls, slots, node_names, results, limit):
             index = calls.index(ref)
             calls.pop(index)
             slot, rows = slots.pop(index)
-            results.append((slot, rows, ray.get(ref)))
+            try:
+                results.append((slot, rows, ray.get(ref)))
+            except BaseException:
+                _discard(list(calls))
+                raise
 
 
 def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
@@ -153,7 +161,7 @@ def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
             else:
                 chunk_key = (target.feed_id, epoch, partition, seq)
                 ahead = (chunk_key, chunk, coordinator.assign.remote(target.feed_id, epoch, chunk_key,
-                                                                     chunk.num_rows))
+                                                                     chunk.num_rows, getattr(chunk, "slot", None)))
         if pending is not None:
             chunk_key, current, answer = pending
             counts = ray.get(answer)
@@ -178,14 +186,31 @@ def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
     _settle(calls, call_slots, target.node_names, outcomes, 0)
     waits = [(slot, queues[slot].wait_consumed.remote(slot_keys, target.feed_timeout))
              for slot, slot_keys in enumerate(keys) if slot_keys]
-    for slot, ref in waits:
-        summary = ray.get(ref)
-        if summary["lost"]:
-            raise FeedError("{}: {} chunks fed to node {} were lost with their producer and not re-sent".format(
-                where, len(summary["lost"]), target.node_names[slot]))
-        stats["consumed"] += summary["consumed"]
-        stats["skipped"] += summary["skipped"]
+    try:
+        for slot, ref in waits:
+            summary = ray.get(ref)
+            if summary["lost"]:
+                raise FeedError("{}: {} chunks fed to node {} were lost with their producer and not re-sent".format(
+                    where, len(summary["lost"]), target.node_names[slot]))
+            stats["consumed"] += summary["consumed"]
+            stats["skipped"] += summary["skipped"]
+    except BaseException:
+        _discard([ref for _, ref in waits])
+        raise
     return stats
+
+
+def _discard(refs, timeout=5.0):
+    """Reads calls whose answers no longer matter (the feed failed), so Ray prints none as unhandled.
+
+    A failure wakes every waiting call (the queue records it), so they end quickly.
+    """
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    for ref in ready:
+        try:
+            ray.get(ref)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def feed_inference_partition(target, partition, rows=None, chunks=None, run_id=""):

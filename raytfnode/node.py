@@ -24,6 +24,21 @@ from .manager import TFManager
 logger = logging.getLogger(__name__)
 
 
+def _load_payload(payload, node_name):
+    """``(map_fun, tf_args)`` from their pickle; an import this machine cannot do becomes a clear error."""
+    from ray import cloudpickle
+    try:
+        return cloudpickle.loads(payload)
+    except ImportError as exc:
+        from .errors import BadInputError
+        module = getattr(exc, "name", None) or str(exc)
+        raise BadInputError(
+            "TF node {} cannot import module {!r}, which map_fun (or tf_args) comes from: it is not on the "
+            "Python path of the node's machine. Ship it with TFCluster.run(..., runtime_env={{'py_modules': "
+            "[{}]}}) or runtime_env={{'working_dir': '<the directory holding it>'}} (the role --py-files had "
+            "for TensorFlowOnSpark). ({}: {})".format(node_name, module, module, type(exc).__name__, exc)) from None
+
+
 def _gpu_ids():
     return [str(g) for g in ray.get_gpu_ids()]
 
@@ -79,10 +94,22 @@ class _TFNode:
             "import_seconds": import_seconds,
         }
 
-    def start(self, map_fun, tf_args, spec, context_fields, release_port=True):
-        """Sets ``TF_CONFIG`` and starts ``map_fun(tf_args, ctx)`` on a daemon thread."""
+    def start(self, payload, spec, context_fields, release_port=True):
+        """Sets ``TF_CONFIG`` and starts ``map_fun(tf_args, ctx)`` on a daemon thread.
+
+        ``payload`` is ``cloudpickle.dumps((map_fun, tf_args))``: it is unpickled here,
+        so a module this machine cannot import fails with a message that names it.
+        """
         from .roles import tf_config
+        map_fun, tf_args = _load_payload(payload, self.name)
         os.environ["TF_CONFIG"] = tf_config(spec, self.job_name, self.task_index)
+        context_fields = dict(context_fields)
+        if context_fields.pop("detect_resume", False):
+            from .restart import keras_backup_resume_epoch
+            resume_epoch = keras_backup_resume_epoch(context_fields.get("checkpoint_dir"))
+            if resume_epoch is not None:
+                context_fields["resume_epoch"] = resume_epoch
+                ray.get(self.queues.kv_set.remote("resume_epoch", resume_epoch))
         ctx = TFNodeContext(executor_id=self.executor_id, job_name=self.job_name, task_index=self.task_index,
                             cluster_spec=spec, mgr=TFManager(self.queues, self.name), tmp_socket=self.socket,
                             gpu_ids=self.gpu_ids, resources=ray.get_runtime_context().get_assigned_resources(),
@@ -103,7 +130,7 @@ class _TFNode:
         except BaseException as exc:  # noqa: BLE001  (everything must reach the driver)
             remote_traceback = traceback.format_exc()
             message = "{}: {}".format(type(exc).__name__, exc)
-            self.outcome = ("error", message, remote_traceback)
+            self.outcome = ("error", message, remote_traceback, time.time())
             logger.error("map_fun of %s failed:\n%s", self.name, remote_traceback)
             try:
                 ray.get(self.queues.set_error.remote(message, remote_traceback), timeout=10)

@@ -94,6 +94,38 @@ def check_feasible(requests, node_names):
                 "the per-node request, or add Ray nodes".format(len(requests), key, amount, totals.get(key, 0)))
 
 
+def check_placement_feasible(requests, strategy):
+    """Fails at once when a placement strategy can never be met by the machines alive now.
+
+    ``STRICT_SPREAD`` needs a machine for every node, ``STRICT_PACK`` one machine
+    for all of them; ``PACK`` and ``SPREAD`` are best effort.
+    """
+    if strategy not in ("STRICT_SPREAD", "STRICT_PACK"):
+        return
+    machines = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+
+    def fits(capacity, amounts):
+        return all(capacity.get(key, 0) + 1e-9 >= amount for key, amount in amounts.items())
+
+    if strategy == "STRICT_PACK":
+        total = {}
+        for request in requests:
+            for key, amount in request.amounts().items():
+                total[key] = total.get(key, 0) + amount
+        if not any(fits(capacity, total) for capacity in machines):
+            raise ReservationTimeoutError(
+                "placement_strategy='STRICT_PACK' puts all {} TF nodes on one machine, but no Ray node has {}; "
+                "use 'PACK' or lower the requests".format(len(requests), _summary(total)))
+        return
+    largest = max(requests, key=lambda r: sorted(r.amounts().items()))
+    able = [capacity for capacity in machines if fits(capacity, largest.amounts())]
+    if len(able) < len(requests):
+        raise ReservationTimeoutError(
+            "placement_strategy='STRICT_SPREAD' puts each of {} TF nodes on its own machine, but only {} of the "
+            "{} alive Ray nodes can hold a node asking for {}; use 'SPREAD', fewer nodes, or add machines".format(
+                len(requests), len(able), len(machines), _summary(largest.amounts())))
+
+
 def _summary(resources):
     keep = {k: v for k, v in resources.items() if k in ("CPU", "GPU") or not (
         k.startswith("node:") or "memory" in k or k.startswith("accelerator_type"))}

@@ -22,13 +22,14 @@ class StoredRows:
       :row_bytes: bytes per row (what the rows weigh, not what they add: they are stored already).
     """
 
-    __slots__ = ("ref", "start", "stop", "row_bytes")
+    __slots__ = ("ref", "start", "stop", "row_bytes", "slot")
 
-    def __init__(self, ref, start, stop, row_bytes):
+    def __init__(self, ref, start, stop, row_bytes, slot=None):
         self.ref = ref
         self.start = start
         self.stop = stop
         self.row_bytes = row_bytes
+        self.slot = slot      # the fed node planned to read these rows (data locality), or None: any
 
     def __repr__(self):
         return "StoredRows({}:{}, {:.0f} bytes/row)".format(self.start, self.stop, self.row_bytes)
@@ -43,7 +44,7 @@ class StoredRows:
 
     def slice(self, start, stop):
         """Rows ``start:stop`` of these rows (relative, as :meth:`Chunk.slice`)."""
-        return StoredRows(self.ref, self.start + start, self.start + stop, self.row_bytes)
+        return StoredRows(self.ref, self.start + start, self.start + stop, self.row_bytes, self.slot)
 
     def box(self):
         """What a queue entry carries: ``[ref, start, stop]`` (a list, so Ray passes the ref unresolved)."""
@@ -61,16 +62,20 @@ def check_block(block, where=""):
     return chunk.num_rows, max(chunk.nbytes, 1) / max(chunk.num_rows, 1)
 
 
-def block_pieces(ref, num_rows, row_bytes, chunk_rows):
+def block_pieces(ref, num_rows, row_bytes, chunk_rows, ranges=None):
     """The :class:`StoredRows` that feed a checked block: pieces of at most ``chunk_rows`` rows.
 
     Not cut by bytes: the rows are in the object store already, so a bigger piece
     holds no more memory, and every piece costs its own actor calls (a few ms of
-    CPU on a 2-core machine).
+    CPU on a 2-core machine). ``ranges`` (``[(slot, start, stop)]``, from
+    :func:`raytfnode.locality.plan_epoch`) assigns row ranges to fed nodes;
+    without it any node may read any piece.
     """
     per_piece = max(1, chunk_rows)
-    return [StoredRows(ref, start, min(start + per_piece, num_rows), row_bytes)
-            for start in range(0, num_rows, per_piece)]
+    if ranges is None:
+        ranges = [(None, 0, num_rows)]
+    return [StoredRows(ref, start, min(start + per_piece, stop), row_bytes, slot)
+            for slot, first, stop in ranges for start in range(first, stop, per_piece)]
 
 
 def stored_block_rows(ref, block, chunk_rows, where=""):

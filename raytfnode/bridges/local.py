@@ -40,6 +40,15 @@ class LocalSource:
                     self.partitions)
 
     def inference(self, target, cluster):
-        job = _Job(lambda index, rows: list(feed_inference_partition(target, index, rows=iter(rows))),
-                   self.partitions)
-        return cluster._watch(job, target, "inference")
+        results = [None] * len(self.partitions)
+
+        def step(target):   # after a restart, only the partitions without results run again
+            def feed(_, todo):
+                index, rows = todo
+                results[index] = list(feed_inference_partition(target, index, rows=iter(rows)))
+
+            todo = [(i, rows) for i, rows in enumerate(self.partitions) if results[i] is None]
+            cluster._watch(_Job(feed, todo), target, "inference")
+            return results
+
+        return cluster._with_restarts(target, step)

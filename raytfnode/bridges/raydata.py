@@ -7,8 +7,11 @@ answer (rows, bytes per row) is kept per block ref, since a stored block never
 changes. Every epoch then feeds row ranges of the blocks by reference
 (:mod:`raytfnode.stored`) from driver threads: no byte of a block is copied or
 moved on the way to the readers, which see its columns as views, and an epoch
-costs a few actor calls per block instead of a task per block. The block
-index plays the partition's part in chunk keys. Inference runs one task per
+costs a few actor calls per block instead of a task per block. On a cluster
+of several machines an epoch is planned (:mod:`raytfnode.locality`): each
+block's rows go to fed nodes on the block's machine as far as the per-epoch
+balance allows, so few blocks are copied between machines. The block index
+plays the partition's part in chunk keys. Inference runs one task per
 block, which returns the block's results as a Ray object.
 """
 import collections
@@ -16,9 +19,11 @@ import threading
 
 import ray
 from ray.exceptions import RayTaskError
+from ray.experimental import get_object_locations
 
 from ..errors import BadInputError
 from ..feeding import feed_inference_partition, feed_train_partition
+from ..locality import plan_epoch
 from ..stored import block_pieces, check_block, stored_block_rows
 from .local import _Job
 
@@ -66,15 +71,42 @@ class _StoredFeedJob:
 
     def __call__(self):
         layouts = _block_layouts(self.blocks)
-        pieces = [block_pieces(ref, rows, row_bytes, self.target.chunk_rows)
-                  for ref, (rows, row_bytes) in zip(self.blocks, layouts)]
+        plan = self._plan([rows for rows, _ in layouts])
+        pieces = [block_pieces(ref, rows, row_bytes, self.target.chunk_rows, ranges)
+                  for ref, (rows, row_bytes), ranges in zip(self.blocks, layouts, plan)]
         self._job = _Job(lambda index, block_rows: feed_train_partition(self.target, self.epoch, index,
                                                                         chunks=iter(block_rows)), pieces)
         return self._job()
 
+    def _plan(self, block_rows):
+        """Per block, the fed node reading each row range (local first), or ``None`` ranges: level split."""
+        machines = self.target.slot_machines
+        if not self.target.data_locality or len(set(machines)) < 2:
+            return [None] * len(block_rows)
+        homes = block_machines(self.blocks)
+        if not any(homes):
+            return [None] * len(block_rows)
+        return plan_epoch(block_rows, homes, machines)
+
     def cancel(self):
         if self._job is not None:
             self._job.cancel()
+
+
+def block_machines(blocks):
+    """The Ray node id holding each block's primary copy (``None`` where Ray does not know it)."""
+    locations = get_object_locations(list(blocks))
+    homes = []
+    for ref in blocks:
+        node_ids = (locations.get(ref) or {}).get("node_ids") or []
+        homes.append(node_ids[0] if node_ids else None)
+    return homes
+
+
+def block_copies(blocks):
+    """How many machines hold a copy of each block: 1 + the copies pulled to other machines."""
+    locations = get_object_locations(list(blocks))
+    return [len((locations.get(ref) or {}).get("node_ids") or []) for ref in blocks]
 
 
 @ray.remote(num_cpus=0, max_retries=2, num_returns=2)
@@ -95,29 +127,33 @@ def _is_number(value):
 
 
 class _TaskJob:
-    """Runs one task per block, a few at a time; ``cancel()`` cancels those in flight."""
+    """Runs one task per block of ``indices``, a few at a time; ``cancel()`` cancels those in flight.
 
-    def __init__(self, submit, count):
+    ``done(index, value)`` receives each task's answer as it arrives, so a failed
+    job keeps what finished.
+    """
+
+    def __init__(self, submit, indices, done):
         self.submit = submit
-        self.count = count
+        self.indices = list(indices)
+        self.done = done
         self.pending = []
         self.cancelled = False
 
     def __call__(self):
-        results = [None] * self.count
         waiting = {}
-        next_index = 0
-        while next_index < self.count or waiting:
-            while next_index < self.count and len(waiting) < MAX_TASKS_IN_FLIGHT and not self.cancelled:
-                waiting[self.submit(next_index)] = next_index
-                next_index += 1
+        queue = list(self.indices)
+        while queue or waiting:
+            while queue and len(waiting) < MAX_TASKS_IN_FLIGHT and not self.cancelled:
+                index = queue.pop(0)
+                waiting[self.submit(index)] = index
             if self.cancelled:
                 raise RuntimeError("feeding was cancelled")
             self.pending = list(waiting)
             ready, _ = ray.wait(self.pending, num_returns=1)
             for ref in ready:
-                results[waiting.pop(ref)] = ray.get(ref)
-        return results
+                index = waiting.pop(ref)
+                self.done(index, ray.get(ref))
 
     def cancel(self):
         self.cancelled = True
@@ -152,12 +188,23 @@ class RayDatasetSource:
         import uuid
 
         blocks = self.blocks()
-        run_id = uuid.uuid4().hex[:8]
         refs = [None] * len(blocks)
+        answered = [False] * len(blocks)
 
-        def submit(i):
-            refs[i], count = _infer_block.remote(target, i, blocks[i], [blocks[i]], run_id)
-            return count
+        def step(target):   # after a restart, only the blocks without results run again
+            run_id = uuid.uuid4().hex[:8]
+            submitted = {}
 
-        cluster._watch(_TaskJob(submit, len(blocks)), target, "inference")
-        return ray.data.from_pandas_refs(refs)
+            def submit(i):
+                submitted[i], count = _infer_block.remote(target, i, blocks[i], [blocks[i]], run_id)
+                return count
+
+            def done(i, _count):
+                refs[i] = submitted[i]
+                answered[i] = True
+
+            todo = [i for i in range(len(blocks)) if not answered[i]]
+            cluster._watch(_TaskJob(submit, todo, done), target, "inference")
+            return ray.data.from_pandas_refs(refs)
+
+        return cluster._with_restarts(target, step)

@@ -1,0 +1,385 @@
+"""Restarting a failed TF cluster (``TFCluster.run(max_failures=...)``) on a real local Ray, with real TensorFlow.
+
+Nodes write what they read into ``tmp_path`` (one file per attempt, node and epoch), so the tests check
+exactly which rows each attempt consumed. Nodes are killed with ``ray.kill`` from a driver thread once the
+node has consumed a chosen number of rows (the test waits on the node's own counter, not on a clock).
+"""
+import glob
+import json
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import ray
+import ray.cloudpickle
+
+from raytfnode import TFCluster
+from raytfnode.errors import BadInputError, NodeError
+from raytfnode.restart import Failure, RestartPolicy, failure_place, keras_backup_resume_epoch
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+pytestmark = pytest.mark.timeout(300)
+
+ROWS = 96
+
+
+def _partitions(rows=ROWS, parts=4):
+    ids = list(range(rows))
+    return [ids[p::parts] for p in range(parts)]
+
+
+def _write_json(path, value):
+    tmp = "{}.tmp".format(path)
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)
+
+
+def _epochs_read(directory, attempt):
+    """``{epoch: sorted ids}`` that the nodes of ``attempt`` read in every epoch they completed."""
+    read = {}
+    for path in glob.glob(os.path.join(directory, "a{}-*-e*.json".format(attempt))):
+        epoch = int(path.rsplit("-e", 1)[1].split(".")[0])
+        with open(path) as f:
+            read.setdefault(epoch, []).extend(json.load(f))
+    return {epoch: sorted(ids) for epoch, ids in read.items()}
+
+
+def _reader(args, ctx):
+    """Reads the feed epoch by epoch, writing each completed epoch's ids; fails as ``args`` say."""
+    if ctx.attempt in args.get("raise_before_reading", ()):
+        raise RuntimeError("planned failure before reading, attempt {}".format(ctx.attempt))
+    resume = args.get("resume", {}).get(str(ctx.attempt))
+    if resume is not None and ctx.executor_id == 0:
+        ctx.resume_feed(resume)
+    feed = ctx.get_data_feed()
+    epoch = resume or 0
+    while not feed.should_stop():
+        ids = []
+        for batch in feed.epoch_batches(8):
+            ids.extend(int(v) for v in batch)
+            if ctx.attempt in args.get("raise_mid_epoch", ()) and ctx.executor_id == args.get("failing", 0) \
+                    and epoch == args.get("fail_epoch", 0):
+                raise ValueError("planned failure in epoch {} on attempt {}".format(epoch, ctx.attempt))
+        if feed.should_stop() and not ids:
+            break
+        _write_json(os.path.join(args["dir"], "a{}-{}-e{}.json".format(ctx.attempt, ctx.executor_id, epoch)), ids)
+        epoch += 1
+
+
+# ------------------------------------------------------------ pure policy
+
+
+def _failure(attempt, place_line, read_data):
+    tb = 'Traceback (most recent call last):\n  File "/x/user.py", line {}, in main_fun\nValueError: boom\n'.format(
+        place_line)
+    return Failure(attempt, NodeError("worker", 0, "ValueError: boom", tb), read_data, 0.0)
+
+
+def test_policy_counts_restarts_and_treats_minus_one_as_unlimited():
+    assert RestartPolicy(2).why_not([_failure(0, 1, True), _failure(1, 2, True)]) is None
+    assert "max_failures=2" in RestartPolicy(2).why_not([_failure(i, i, True) for i in range(3)])
+    assert RestartPolicy(-1).why_not([_failure(i, i, True) for i in range(50)]) is None
+    assert "max_failures=0" in RestartPolicy(0).why_not([_failure(0, 1, True)])
+
+
+def test_policy_gives_up_on_the_same_failure_before_any_data_twice_in_a_row():
+    same = [_failure(0, 7, False), _failure(1, 7, False)]
+    assert "before reading any data" in RestartPolicy(5).why_not(same)
+    assert "user.py:7 in main_fun: ValueError" in RestartPolicy(5).why_not(same)
+    assert RestartPolicy(5).why_not([_failure(0, 7, False), _failure(1, 8, False)]) is None
+    assert RestartPolicy(5).why_not([_failure(0, 7, True), _failure(1, 7, False)]) is None
+
+
+def test_policy_never_restarts_bad_input():
+    failure = Failure(0, BadInputError("row 3 has no label"), True, 0.0)
+    assert "BadInputError" in RestartPolicy(-1).why_not([failure])
+
+
+@pytest.mark.parametrize("value", [-2, 1.5, True, "3"])
+def test_max_failures_must_be_an_integer_from_minus_one(value):
+    with pytest.raises(BadInputError, match="max_failures"):
+        RestartPolicy(value)
+
+
+def test_failure_place_names_the_innermost_frame_and_the_exception_type():
+    tb = ('Traceback (most recent call last):\n  File "/a/node.py", line 10, in _run\n    map_fun(args, ctx)\n'
+          '  File "/b/train.py", line 42, in main_fun\n    raise KeyError("x")\nKeyError: \'x\'\n')
+    assert failure_place(tb) == "train.py:42 in main_fun: KeyError"
+    assert failure_place(None) is None
+
+
+def test_keras_backup_resume_epoch_reads_the_epoch_after_the_last_backed_up_one(tmp_path):
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tf_keras as keras
+
+    assert keras_backup_resume_epoch(str(tmp_path)) is None
+    model = keras.Sequential([keras.layers.Dense(1, input_shape=(2,))])
+    model.compile("sgd", "mse")
+    x, y = np.ones((8, 2), np.float32), np.ones((8, 1), np.float32)
+
+    class StopAfterTwo(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("stop after epoch 1 (0-based), as a crash would")
+
+    with pytest.raises(RuntimeError, match="stop after epoch 1"):
+        model.fit(x, y, epochs=5, verbose=0,
+                  callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path)), StopAfterTwo()])
+    # the crash came after BackupAndRestore backed epoch 1 up: fit resumes at epoch 2
+    assert keras_backup_resume_epoch(str(tmp_path)) == 2
+
+
+# ------------------------------------------------------------ restarts on a real cluster
+
+
+def test_map_fun_failing_on_its_first_attempt_only_is_restarted_and_the_job_finishes(ray_cluster, no_leftovers,
+                                                                                      tmp_path):
+    args = {"dir": str(tmp_path), "raise_mid_epoch": [0], "failing": 1, "fail_epoch": 1}
+    cluster = TFCluster.run(None, _reader, args, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                            import_tensorflow=False, max_failures=1)
+    try:
+        report = cluster.train(_partitions(), num_epochs=3, feed_timeout=120)
+    finally:
+        cluster.shutdown()
+    assert [r["attempt"] for r in report["restarts"]] == [1]
+    assert report["restarts"][0]["node"] == "worker:1"
+    assert "planned failure in epoch 1 on attempt 0" in report["restarts"][0]["error"]
+    # no checkpoint and no resume_feed: the second attempt starts over and reads every epoch once
+    assert report["restarts"][0]["resume_epoch"] == 0
+    second = _epochs_read(tmp_path, 1)
+    assert sorted(second) == [0, 1, 2]
+    for epoch, ids in second.items():
+        assert ids == list(range(ROWS)), epoch
+    first = _epochs_read(tmp_path, 0)
+    assert first[0] == list(range(ROWS))
+    assert report["restarts"][0]["rows_refed"] >= ROWS   # epoch 0 again, plus what epoch 1 had been fed
+
+
+def test_resume_feed_starts_the_restarted_feed_at_the_reported_epoch(ray_cluster, no_leftovers, tmp_path):
+    args = {"dir": str(tmp_path), "raise_mid_epoch": [0], "failing": 0, "fail_epoch": 2, "resume": {"1": 2}}
+    cluster = TFCluster.run(None, _reader, args, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                            import_tensorflow=False, max_failures=1)
+    try:
+        report = cluster.train(_partitions(), num_epochs=4, feed_timeout=120)
+    finally:
+        cluster.shutdown()
+    restart, = report["restarts"]
+    assert restart["resume_epoch"] == 2
+    assert restart["recovery_seconds"] is not None and restart["recovery_seconds"] > 0
+    first, second = _epochs_read(tmp_path, 0), _epochs_read(tmp_path, 1)
+    assert sorted(first) == [0, 1] and sorted(second) == [2, 3]   # epoch 2 was half read: fed again whole
+    for ids in list(first.values()) + list(second.values()):
+        assert ids == list(range(ROWS))
+    assert report["epochs"] == 4
+
+
+def test_map_fun_failing_on_every_attempt_raises_after_max_failures_plus_one_attempts(ray_cluster, no_leftovers,
+                                                                                      tmp_path):
+    args = {"dir": str(tmp_path), "raise_mid_epoch": [0, 1, 2, 3], "failing": 0, "fail_epoch": 0}
+    cluster = TFCluster.run(None, _reader, args, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                            import_tensorflow=False, max_failures=2)
+    try:
+        with pytest.raises(NodeError) as caught:
+            cluster.train(_partitions(), num_epochs=2, feed_timeout=120)
+    finally:
+        with pytest.raises(NodeError):
+            cluster.shutdown()
+    error = caught.value
+    assert error.node == "worker:0" and "not restarted: max_failures=2 restarts are spent" in str(error)
+    assert "planned failure in epoch 0 on attempt 2" in error.message
+    assert [a.node for a in error.attempts] == ["worker:0", "worker:0"]
+    for attempt, earlier in enumerate(error.attempts):
+        assert "planned failure in epoch 0 on attempt {}".format(attempt) in earlier.remote_traceback
+    assert cluster.attempt == 2
+
+
+def test_map_fun_failing_before_any_data_in_the_same_place_is_not_retried(ray_cluster, no_leftovers, tmp_path):
+    args = {"dir": str(tmp_path), "raise_before_reading": list(range(10))}
+    cluster = TFCluster.run(None, _reader, args, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                            import_tensorflow=False, max_failures=5)
+    try:
+        with pytest.raises(NodeError, match="before reading any data on attempts 0 and 1") as caught:
+            cluster.train(_partitions(), num_epochs=2, feed_timeout=120)
+    finally:
+        with pytest.raises(NodeError):
+            cluster.shutdown()
+    assert cluster.attempt == 1 and len(caught.value.attempts) == 1
+
+
+def _kill_when_consumed(cluster, executor_id, rows, killed, victim_id=None):
+    """Kills a node of the cluster's first attempt (``victim_id``, else ``executor_id``) once node
+    ``executor_id``'s queue counted ``rows`` consumed rows."""
+    queue = cluster.queue_actors[executor_id]
+    node = cluster.nodes[executor_id if victim_id is None else victim_id]
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            consumed = ray.get(queue.stats.remote(), timeout=10)["consumed_rows"]
+        except Exception:  # noqa: BLE001  (the queue went away: the test fails on `killed`)
+            return
+        if consumed >= rows:
+            ray.kill(node, no_restart=True)
+            killed.append(consumed)
+            return
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("victim", ["chief", "ps"])
+def test_killed_chief_or_ps_node_restarts_the_whole_cluster(ray_cluster, no_leftovers, tmp_path, victim):
+    args = {"dir": str(tmp_path), "slow": 0.05}
+    cluster = TFCluster.run(None, _reader_with_ps, args, 3, 1, master_node="chief",
+                            input_mode=TFCluster.InputMode.SPARK, import_tensorflow=False, max_failures=1)
+    names = ["{}:{}".format(*role) for role in cluster.roles]
+    victim_id = names.index("chief:0" if victim == "chief" else "ps:0")
+    killed = []
+    chief_id = names.index("chief:0")
+    watcher = threading.Thread(target=_kill_when_consumed, daemon=True,
+                               args=(cluster, chief_id, ROWS // 4, killed, victim_id))
+    watcher.start()
+    try:
+        report = cluster.train(_partitions(), num_epochs=3, feed_timeout=120)
+    finally:
+        cluster.shutdown()
+    watcher.join(5)
+    assert killed, "the node was never killed"
+    restart, = report["restarts"]
+    assert restart["node"] == names[victim_id] and "died" in restart["error"]
+    second = _epochs_read(tmp_path, 1)
+    assert sorted(second) == [0, 1, 2]
+    for ids in second.values():
+        assert ids == list(range(ROWS))
+    # the ps of the second attempt is a new process
+    assert len(glob.glob(os.path.join(tmp_path, "ps-a*.pid"))) == 2
+
+
+def _reader_with_ps(args, ctx):
+    """ps nodes wait (as a parameter server would) and fail when a peer is gone; the others read."""
+    if ctx.job_name == "ps":
+        with open(os.path.join(args["dir"], "ps-a{}.pid".format(ctx.attempt)), "w") as f:
+            f.write(str(os.getpid()))
+        while True:
+            time.sleep(0.1)
+    feed = ctx.get_data_feed()
+    epoch = 0
+    while not feed.should_stop():
+        ids = []
+        for batch in feed.epoch_batches(8):
+            ids.extend(int(v) for v in batch)
+            time.sleep(args["slow"])
+        if feed.should_stop() and not ids:
+            break
+        _write_json(os.path.join(args["dir"], "a{}-{}-e{}.json".format(ctx.attempt, ctx.executor_id, epoch)), ids)
+        epoch += 1
+
+
+def test_inference_after_a_killed_node_returns_each_rows_answer_once_in_order(ray_cluster, no_leftovers, tmp_path):
+    partitions = [list(range(p * 40, p * 40 + 40)) for p in range(6)]
+    cluster = TFCluster.run(None, _doubler, {"slow": 0.05}, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                            import_tensorflow=False, max_failures=1)
+    killed = []
+    watcher = threading.Thread(target=_kill_when_consumed, args=(cluster, 1, 40, killed), daemon=True)
+    watcher.start()
+    try:
+        results = cluster.inference(partitions, feed_timeout=120)
+    finally:
+        cluster.shutdown()
+    watcher.join(5)
+    assert killed and cluster.attempt == 1
+    assert results == [[2 * row for row in part] for part in partitions]
+
+
+def _doubler(args, ctx):
+    feed = ctx.get_data_feed(train_mode=False)
+    while not feed.should_stop():
+        batch = feed.next_batch(10)
+        if batch:
+            time.sleep(args["slow"])
+            feed.batch_results([2 * row for row in batch])
+
+
+# ------------------------------------------------------------ Keras, BackupAndRestore, held-out accuracy
+
+
+def _keras_digits(args, ctx):
+    """MWMS Keras on the digits; BackupAndRestore(ctx.checkpoint_dir); records the epochs each attempt ran."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    tf.keras.utils.set_random_seed(args["seed"])
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        model = keras.Sequential([keras.layers.Dense(32, activation="relu", input_shape=(64,)),
+                                  keras.layers.Dense(10, activation="softmax")])
+        model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    feed = ctx.get_data_feed(input_mapping={"x": "x", "y": "y"})
+    ds = feed.as_dataset(32).map(lambda d: (d["x"], d["y"]))
+    ran = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            ran.append(epoch)
+
+    model.fit(ds, epochs=args["epochs"], verbose=0,
+              callbacks=[keras.callbacks.BackupAndRestore(ctx.checkpoint_dir), Record()])
+    if ctx.executor_id == 0:
+        x, y = np.load(args["test"])["x"], np.load(args["test"])["y"]
+        accuracy = float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == y))
+        _write_json(os.path.join(args["dir"], "result-a{}.json".format(ctx.attempt)),
+                    {"accuracy": accuracy, "epochs_ran": ran, "resume_epoch": ctx.resume_epoch})
+
+
+def _digits(tmp_path):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float32)
+    y = digits.target.astype(np.int64)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(y))
+    train, test = order[:1400], order[1400:]
+    np.savez(tmp_path / "test.npz", x=x[test], y=y[test])
+    rows = [{"x": x[i], "y": y[i]} for i in train]
+    return [rows[p::4] for p in range(4)], str(tmp_path / "test.npz")
+
+
+@pytest.mark.timeout(600)
+def test_killed_worker_in_epoch_two_resumes_from_the_keras_backup_and_matches_an_uninterrupted_run(
+        ray_cluster, no_leftovers, tmp_path):
+    partitions, test_file = _digits(tmp_path)
+    rows = sum(len(p) for p in partitions)
+    epochs = 4
+
+    def run(directory, kill_at):
+        os.makedirs(directory, exist_ok=True)
+        args = {"dir": directory, "seed": 7, "epochs": epochs, "test": test_file}
+        cluster = TFCluster.run(None, _keras_digits, args, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                                max_failures=2, checkpoint_dir=os.path.join(directory, "ckpt"))
+        killed = []
+        if kill_at is not None:
+            threading.Thread(target=_kill_when_consumed, args=(cluster, 1, kill_at, killed), daemon=True).start()
+        try:
+            report = cluster.train(partitions, num_epochs=epochs, feed_timeout=180)
+        finally:
+            cluster.shutdown()
+        return report, killed
+
+    per_node_epoch = rows // 2
+    kill_at = per_node_epoch + int(np.random.default_rng().integers(20, per_node_epoch - 20))   # inside epoch 2
+    report, killed = run(str(tmp_path / "killed"), kill_at)
+    assert killed, "worker:1 was never killed"
+    restart, = report["restarts"]
+    assert restart["node"] == "worker:1" and restart["resume_epoch"] == 1   # epoch 1 (0-based) was backed up
+    first = json.load(open(tmp_path / "killed" / "result-a1.json"))
+    assert first["resume_epoch"] == 1 and first["epochs_ran"] == [1, 2, 3]   # resumed, not from scratch
+    assert report["epochs"] == 1 + 3 and report["consumed"] >= rows * 4
+    clean, _ = run(str(tmp_path / "clean"), None)
+    assert clean["restarts"] == []
+    uninterrupted = json.load(open(tmp_path / "clean" / "result-a0.json"))
+    assert uninterrupted["epochs_ran"] == [0, 1, 2, 3]
+    assert abs(first["accuracy"] - uninterrupted["accuracy"]) <= 0.02, (first, uninterrupted)
+    assert first["accuracy"] > 0.85
