@@ -29,6 +29,7 @@ from conftest import (TF_RESOURCE, _running_sparks, _start_local_spark, _stop_sp
                       machine_resource)
 from test_spark_feed import _read_reports, _write_report
 from raytfnode import TFCluster
+from raytfnode.bridges.raydata import block_copies
 from raytfnode.errors import NodeError, RayTFNodeError
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -486,7 +487,9 @@ def test_data_locality_reads_blocks_on_their_own_machines_and_keeps_the_balance(
         report, reports = _feed_ids(machines, out, ray.data.from_arrow_refs(refs), 2, data_locality=locality)
         assert report["rows"] == report["consumed"] == 2 * sum(sizes)
         _check_ids_per_epoch(reports, 2, sum(sizes), 3)
-        copies[locality] = sum(len(holders) - 1 for holders in _holders(refs))
+        counted = block_copies(refs)            # raytfnode's count: machines holding each block
+        assert counted == [len(holders) for holders in _holders(refs)]
+        copies[locality] = sum(count - 1 for count in counted)
     print("copies of blocks on other machines: blind {}, locality-aware {}".format(copies[False], copies[True]),
           file=sys.__stderr__)
     assert copies[False] >= len(sizes)         # blind: every block is read on more than its own machine
