@@ -245,7 +245,7 @@ def add_raylet(cluster, **node_args):
     return None, node_id
 
 
-def start_head(head_args, attempts=3):
+def start_head(head_args, attempts=5):
     """A ``ray.cluster_utils.Cluster`` with its head; a head that missed Ray's 30 s start-up wait is retried."""
     from ray.cluster_utils import Cluster
 
