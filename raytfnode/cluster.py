@@ -249,7 +249,7 @@ class TFCluster:
         from .bridges.errors import unwrap
         return unwrap(exc)
 
-    def train(self, data, num_epochs=0, feed_timeout=600, qname="input"):
+    def train(self, dataRDD=None, num_epochs=0, feed_timeout=600, qname="input", *, data=None):
         """*For InputMode.SPARK only*. Feeds ``data`` to the TF nodes for training and waits until it was read.
 
         Every row of every epoch reaches exactly one fed node (chief/master/workers),
@@ -258,7 +258,8 @@ class TFCluster:
         ``DataFeed.epoch_batches`` and the ``tf.data`` helper stop at.
 
         Args:
-          :data: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (lists of rows).
+          :dataRDD: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (lists of rows);
+            ``data=`` is the same argument by raytfnode's earlier name.
           :num_epochs: number of times to feed the data; ``0`` keeps TensorFlowOnSpark's default of 10.
           :feed_timeout: seconds a producer waits on a node that reads nothing before failing.
           :qname: the queue to feed, ``'input'`` or another name given to ``run(queues=...)``.
@@ -266,6 +267,7 @@ class TFCluster:
         Returns:
           A dict with ``rows`` fed per epoch, ``consumed`` and ``skipped`` rows, ``epochs`` and ``seconds``.
         """
+        data = _data_argument(dataRDD, data)
         self._check_feed_args(qname, feed_timeout)
         if not isinstance(num_epochs, int) or num_epochs < 0:
             raise BadInputError("num_epochs must be an integer >= 0, got {!r}".format(num_epochs))
@@ -306,7 +308,7 @@ class TFCluster:
         self._raise_node_error()
         return report
 
-    def inference(self, data, feed_timeout=600, qname="input"):
+    def inference(self, dataRDD=None, feed_timeout=600, qname="input", *, data=None):
         """*For InputMode.SPARK only*. Feeds ``data`` for inference and returns the results.
 
         Results come back one per input row, in input order per partition:
@@ -316,10 +318,11 @@ class TFCluster:
         fed nodes.
 
         Args:
-          :data: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions.
+          :dataRDD: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (or ``data=``).
           :feed_timeout: seconds a producer waits on a node that answers nothing before failing.
           :qname: the queue to feed.
         """
+        data = _data_argument(dataRDD, data)
         self._check_feed_args(qname, feed_timeout)
         from .bridges import source_for
         source = source_for(data, self.sc)
@@ -340,6 +343,7 @@ class TFCluster:
           :grace_secs: seconds to let ``ps``/``evaluator`` nodes finish on their own.
           :timeout: seconds to wait for the nodes; then every actor is stopped and
             :class:`raytfnode.errors.ShutdownTimeoutError` is raised (the process goes on).
+            ``-1`` (or any value <= 0) waits with no timeout, as in TensorFlowOnSpark.
         """
         if self._stopped:
             return
@@ -357,14 +361,14 @@ class TFCluster:
                         if qname not in CONTROL_QUEUES:
                             self.queue_actors[eid].put_marker.remote(qname, (END_FEED,))
             workers = set(self._fed())
-            deadline = started + timeout
+            deadline = started + timeout if timeout and timeout > 0 else float("inf")
             while not workers.issubset(self._outcomes):
                 if time.monotonic() > deadline:
                     running = [self._name(eid) for eid in sorted(workers - set(self._outcomes))]
                     raise ShutdownTimeoutError(
                         "shutdown(timeout={}) expired with map_fun still running on {}; every actor of the "
                         "cluster was stopped".format(timeout, ", ".join(running)))
-                self._poll_nodes(timeout=min(WATCH_SECONDS, max(0.0, deadline - time.monotonic())))
+                self._poll_nodes(timeout=max(0.0, min(WATCH_SECONDS, deadline - time.monotonic())))
                 if self._first_error() is not None:
                     break
             others = set(range(len(self.roles))) - workers
@@ -417,12 +421,25 @@ class TFCluster:
 
 
 def _default_fs(sc):
+    """Spark's ``fs.defaultFS`` as TensorFlowOnSpark gives it: ``file:///`` becomes ``file://``."""
     if sc is None:
         return "file://"
     try:
-        return sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file://"
+        default_fs = sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file://"
     except Exception:  # noqa: BLE001
         return "file://"
+    if default_fs.startswith("file://") and len(default_fs) > 7 and default_fs.endswith("/"):
+        default_fs = default_fs[:-1]
+    return default_fs
+
+
+def _data_argument(dataRDD, data):
+    if dataRDD is not None and data is not None:
+        raise BadInputError("give the data once, as dataRDD (TensorFlowOnSpark's name) or data, not both")
+    if dataRDD is None and data is None:
+        raise BadInputError("no data to feed: pass dataRDD (an RDD, a DataFrame, a Ray Dataset or a list of "
+                            "partitions)")
+    return dataRDD if dataRDD is not None else data
 
 
 def _spark_context(sc):
@@ -511,7 +528,6 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         context_fields = {
             "defaultFS": _default_fs(cluster.sc),
             "working_dir": working_dir,
-            "num_workers": len(cluster._fed()),
             "log_dir": log_dir,
         }
         ray.get([node.start.remote(map_fun, tf_args, cluster.cluster_spec, context_fields, release_port)
