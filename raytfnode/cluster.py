@@ -26,6 +26,7 @@ from .errors import (BadInputError, ClusterStoppedError, FeedTimeoutError, NodeE
                      ReservationTimeoutError, ShutdownTimeoutError)
 from .feed_queue import END_EPOCH, END_FEED, NodeQueuesActor
 from .feeding import FeedTarget
+from .manager import manager_address
 from .node import TFNodeActor
 from .progress import FeedProgress
 from .resources import check_feasible, describe_request, node_request
@@ -521,8 +522,9 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_max_bytes, env_vars,
                       reservation_timeout)
         infos = _reserve(cluster, requests, reservation_timeout, import_tensorflow)
-        cluster.cluster_info = [dict(info, job_name=job, task_index=index)
-                                for info, (job, index) in zip(infos, cluster.roles)]
+        cluster.cluster_info = [dict(info, job_name=job, task_index=index,
+                                     addr=manager_address(cluster.namespace, cluster._queue_actor_name(eid)))
+                                for eid, (info, (job, index)) in enumerate(zip(infos, cluster.roles))]
         addresses = ["{}:{}".format(info["host"], info["port"]) for info in infos]
         cluster.cluster_spec = roles_lib.cluster_spec(cluster.roles, addresses)
         context_fields = {
