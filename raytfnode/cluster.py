@@ -26,6 +26,7 @@ from .errors import (BadInputError, ClusterStoppedError, FeedTimeoutError, NodeE
                      ReservationTimeoutError, ShutdownTimeoutError)
 from .feed_queue import END_EPOCH, END_FEED, NodeQueuesActor
 from .feeding import FeedTarget
+from .manager import manager_address
 from .node import TFNodeActor
 from .progress import FeedProgress
 from .resources import check_feasible, check_placement_feasible, describe_request, node_request
@@ -311,7 +312,7 @@ class TFCluster:
         from .bridges.errors import unwrap
         return unwrap(exc)
 
-    def train(self, data, num_epochs=0, feed_timeout=600, qname="input"):
+    def train(self, dataRDD=None, num_epochs=0, feed_timeout=600, qname="input", *, data=None):
         """*For InputMode.SPARK only*. Feeds ``data`` to the TF nodes for training and waits until it was read.
 
         Every row of every epoch reaches exactly one fed node (chief/master/workers),
@@ -324,7 +325,8 @@ class TFCluster:
         :meth:`raytfnode.context.TFNodeContext.resume_feed`), each epoch from its start.
 
         Args:
-          :data: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (lists of rows).
+          :dataRDD: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (lists of rows);
+            ``data=`` is the same argument by raytfnode's earlier name.
           :num_epochs: number of times to feed the data; ``0`` keeps TensorFlowOnSpark's default of 10.
           :feed_timeout: seconds a producer waits on a node that reads nothing before failing.
           :qname: the queue to feed, ``'input'`` or another name given to ``run(queues=...)``.
@@ -334,6 +336,7 @@ class TFCluster:
           and ``restarts`` (one record per restart: ``attempt``, ``node``, ``error``, ``resume_epoch``,
           ``recovery_seconds`` from the failure seen to the new nodes consuming, ``rows_refed``).
         """
+        data = _data_argument(dataRDD, data)
         self._check_feed_args(qname, feed_timeout)
         if not isinstance(num_epochs, int) or num_epochs < 0:
             raise BadInputError("num_epochs must be an integer >= 0, got {!r}".format(num_epochs))
@@ -475,7 +478,7 @@ class TFCluster:
             self._recovering["recovery_seconds"] = time.time() - self._recovering["seen_at"]
             self._recovering = None
 
-    def inference(self, data, feed_timeout=600, qname="input"):
+    def inference(self, dataRDD=None, feed_timeout=600, qname="input", *, data=None):
         """*For InputMode.SPARK only*. Feeds ``data`` for inference and returns the results.
 
         Results come back one per input row, in input order per partition:
@@ -485,10 +488,11 @@ class TFCluster:
         fed nodes.
 
         Args:
-          :data: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions.
+          :dataRDD: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (or ``data=``).
           :feed_timeout: seconds a producer waits on a node that answers nothing before failing.
           :qname: the queue to feed.
         """
+        data = _data_argument(dataRDD, data)
         self._check_feed_args(qname, feed_timeout)
         from .bridges import source_for
         source = source_for(data, self.sc)
@@ -524,6 +528,7 @@ class TFCluster:
           :grace_secs: seconds to let ``ps``/``evaluator`` nodes finish on their own.
           :timeout: seconds to wait for the nodes; then every actor is stopped and
             :class:`raytfnode.errors.ShutdownTimeoutError` is raised (the process goes on).
+            ``-1`` (or any value <= 0) waits with no timeout, as in TensorFlowOnSpark.
         """
         if self._stopped:
             return
@@ -541,14 +546,14 @@ class TFCluster:
                         if qname not in CONTROL_QUEUES:
                             self.queue_actors[eid].put_marker.remote(qname, (END_FEED,))
             workers = set(self._fed())
-            deadline = started + timeout
+            deadline = started + timeout if timeout and timeout > 0 else float("inf")
             while not workers.issubset(self._outcomes):
                 if time.monotonic() > deadline:
                     running = [self._name(eid) for eid in sorted(workers - set(self._outcomes))]
                     raise ShutdownTimeoutError(
                         "shutdown(timeout={}) expired with map_fun still running on {}; every actor of the "
                         "cluster was stopped".format(timeout, ", ".join(running)))
-                self._poll_nodes(timeout=min(WATCH_SECONDS, max(0.0, deadline - time.monotonic())))
+                self._poll_nodes(timeout=max(0.0, min(WATCH_SECONDS, deadline - time.monotonic())))
                 if self._first_error() is not None:
                     break
             others = set(range(len(self.roles))) - workers
@@ -620,12 +625,25 @@ class TFCluster:
 
 
 def _default_fs(sc):
+    """Spark's ``fs.defaultFS`` as TensorFlowOnSpark gives it: ``file:///`` becomes ``file://``."""
     if sc is None:
         return "file://"
     try:
-        return sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file://"
+        default_fs = sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file://"
     except Exception:  # noqa: BLE001
         return "file://"
+    if default_fs.startswith("file://") and len(default_fs) > 7 and default_fs.endswith("/"):
+        default_fs = default_fs[:-1]
+    return default_fs
+
+
+def _data_argument(dataRDD, data):
+    if dataRDD is not None and data is not None:
+        raise BadInputError("give the data once, as dataRDD (TensorFlowOnSpark's name) or data, not both")
+    if dataRDD is None and data is None:
+        raise BadInputError("no data to feed: pass dataRDD (an RDD, a DataFrame, a Ray Dataset or a list of "
+                            "partitions)")
+    return dataRDD if dataRDD is not None else data
 
 
 def _spark_context(sc):
@@ -775,12 +793,13 @@ def _launch(cluster):
         _start_actors(cluster, requests, config["placement_strategy"], config["driver_ps_nodes"],
                       config["queue_max_bytes"], config["runtime_env"], config["reservation_timeout"])
         infos = _reserve(cluster, requests, config["reservation_timeout"], config["import_tensorflow"])
-        cluster.cluster_info = [dict(info, job_name=job, task_index=index)
-                                for info, (job, index) in zip(infos, cluster.roles)]
+        cluster.cluster_info = [dict(info, job_name=job, task_index=index,
+                                     addr=manager_address(cluster.namespace, cluster._queue_actor_name(eid)))
+                                for eid, (info, (job, index)) in enumerate(zip(infos, cluster.roles))]
         addresses = ["{}:{}".format(info["host"], info["port"]) for info in infos]
         cluster.cluster_spec = roles_lib.cluster_spec(cluster.roles, addresses)
         fed = cluster._fed()
-        context_fields = dict(config["context_fields"], num_workers=len(fed), attempt=cluster.attempt)
+        context_fields = dict(config["context_fields"], attempt=cluster.attempt)
         starts = [node.start.remote(config["payload"], cluster.cluster_spec,
                                     dict(context_fields, detect_resume=cluster.attempt > 0 and eid == fed[0]),
                                     config["release_port"])
