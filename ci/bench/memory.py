@@ -16,6 +16,7 @@ log = logging.getLogger("bench")
 
 def measure(bench):
     """One epoch of MNIST rows from ``--memory-source`` into two readers that sleep between batches."""
+    data = bench.data("mnist")
     queue_bytes = bench.size["memory_queue_bytes"]
     chunk_bytes = min(bench.chunk_bytes, queue_bytes // 2)
     source = bench.args.memory_source

@@ -3,6 +3,8 @@
 They run in Ray actors, which import them from this package (the runner puts ``ci/`` on the
 workers' PYTHONPATH).
 """
+import time
+
 from bench.common import MNIST_DIM
 from bench.data import gen_arrays
 
@@ -29,7 +31,7 @@ def epoch_timer(keras, clock):
         def __init__(self):
             super().__init__()
             self.epochs = []
-            self.first_step_at = None
+            self.first_step_at = None   # wall clock (time.time()), comparable across processes of one host
 
         def on_epoch_begin(self, epoch, logs=None):
             self.start = clock()
@@ -38,7 +40,7 @@ def epoch_timer(keras, clock):
         def on_train_batch_end(self, step, logs=None):
             self.steps += 1
             if self.first_step_at is None:
-                self.first_step_at = clock()
+                self.first_step_at = time.time()
 
         def on_epoch_end(self, epoch, logs=None):
             self.epochs.append({"steps": self.steps, "seconds": clock() - self.start,
@@ -114,5 +116,32 @@ def train_fun(args, ctx):
 
     timer = epoch_timer(keras, _time.perf_counter)
     model.fit(dataset, epochs=args["epochs"], verbose=0, callbacks=[timer])
-    ctx.mgr.set("train_result", timer.epochs)
+    ctx.mgr.set("train_result", {"epochs": timer.epochs, "first_step_at": timer.first_step_at})
 
+
+
+def export_model(path):
+    """Saves the benchmark's model (untrained: inference speed does not depend on the weights) as a
+    SavedModel whose ``serving_default`` maps ``x`` (float32 [n, 784]) to ``logits`` [n, 10]."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    model = keras_model(keras)
+    serve = tf.function(lambda x: {"logits": model(x, training=False)})
+    tf.saved_model.save(model, path, signatures={
+        "serving_default": serve.get_concrete_function(tf.TensorSpec([None, MNIST_DIM], tf.float32, name="x"))})
+    return path
+
+
+def infer_fun(args, ctx):
+    """Answers inference batches with the SavedModel's logits (10 float32 per row), until the feed ends."""
+    import tensorflow as tf
+
+    from raytfnode import TFNode
+
+    predict = tf.saved_model.load(args["model_dir"]).signatures["serving_default"]
+    feed = TFNode.DataFeed(ctx.mgr, train_mode=False, input_mapping={"image": "x"})
+    while not feed.should_stop():
+        images = feed.next_batch(args["batch"])["x"]
+        if len(images):
+            feed.batch_results(list(predict(x=tf.constant(images, dtype=tf.float32))["logits"].numpy()))

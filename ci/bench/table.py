@@ -102,10 +102,13 @@ def peers_table(results):
     peers = results.get("peers")
     if not peers:
         return []
-    lines = ["| figure | raytfnode | peer | raytfnode / peer |", "| --- | ---: | ---: | ---: |"]
+    lines = ["| figure | raytfnode | peer | raytfnode / peer | raytfnode ahead |",
+             "| --- | ---: | ---: | ---: | --- |"]
     for c in peers.get("comparisons", []):
-        lines.append("| {} | {} | {} | {} |".format(c["what"], num(c.get("ours"), c.get("digits", 0)),
-                                                    num(c.get("peer_value"), c.get("digits", 0)), ratio(c.get("ratio"))))
+        digits = c.get("digits", 0)
+        lines.append("| {} | {} | {} | {} | {} |".format(
+            c["what"], num(c.get("ours"), digits), num(c.get("peer_value"), digits), ratio(c.get("ratio")),
+            "-" if c.get("ahead") is None else ("yes" if c["ahead"] else "**no**")))
     out = lines
     for name, why in (peers.get("not_measured") or {}).items():
         out += ["", "* {} was not measured: {}".format(name, why)]
@@ -190,7 +193,8 @@ def markdown(results):
     """The whole Speed section body for ``results`` (a loaded bench.json)."""
     parts = [[machine_line(results)]]
     for title, lines in (("Feed", feed_table(results)), ("Limits", limits_table(results)),
-                         ("Training", training_table(results)), ("Peers, measured in the same run", peers_table(results)),
+                         ("Training", training_table(results)),
+                         ("Peers, measured in the same run", peers_table(results)),
                          ("Start-up and memory", startup_memory_lines(results)),
                          ("Cost as the work grows", scaling_table(results)), ("Targets", targets_table(results))):
         if lines:

@@ -76,6 +76,7 @@ def evaluate(results, chunk_bytes):
     if peers and peers.get("comparisons"):
         for c in peers["comparisons"]:
             if c.get("ratio") is not None:
-                targets["ahead_of_" + c["name"]] = {"goal": "raytfnode / peer > 1 ({})".format(c["what"]),
-                                                    "value": c["ratio"], "met": c["ratio"] > 1}
+                targets["ahead_of_" + c["name"]] = {
+                    "goal": "raytfnode / peer {} 1 ({})".format(">" if c["higher_is_better"] else "<", c["what"]),
+                    "value": c["ratio"], "met": c["ahead"]}
     return targets

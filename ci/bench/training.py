@@ -26,6 +26,7 @@ def measure(bench):
         fed = mode != "in_memory"
         tf_args = {"feed": fed, "batch": batch, "epochs": epochs, "rows": data.rows, "parts": data.parts}
         started = time.perf_counter()
+        started_wall = time.time()
         cluster = bench.run_cluster(
             train_fun, tf_args, num_cpus=1, import_tensorflow=True,
             input_mode=TFCluster.InputMode.SPARK if fed else TFCluster.InputMode.TENSORFLOW)
@@ -43,11 +44,14 @@ def measure(bench):
             startup_samples.append({"run_seconds": run_seconds, "shutdown_seconds": time.perf_counter() - stop,
                                     "tf_import_seconds": [i.get("import_seconds", 0.0) for i in cluster.cluster_info],
                                     "map_fun": "train_fun (finished before shutdown)"})
+        first_step = min(r["first_step_at"] for r in results) - started_wall
+        results = [r["epochs"] for r in results]
         timed = results[0][1:] or results[0]
         steps = sum(e["steps"] for e in timed)
         seconds = sum(e["seconds"] for e in timed)
         out["runs"][mode] = {"steps_per_s": rate(steps, seconds), "steps_per_epoch": results[0][0]["steps"],
-                             "epochs": results, "wall_seconds": time.perf_counter() - started,
+                             "epochs": results, "seconds_to_first_step": first_step,
+                             "wall_seconds": time.perf_counter() - started,
                              "cpu_seconds_per_epoch": {k: v / epochs for k, v in cpu.items()}}
         log.info("training %-15s %.1f steps/s (%d steps/epoch)", mode, out["runs"][mode]["steps_per_s"],
                  out["runs"][mode]["steps_per_epoch"])
