@@ -49,8 +49,9 @@ class Bench:
         if self.args.address:
             ray.init(address=self.args.address, log_to_driver=False, logging_level="WARNING")
         else:
-            ray.init(num_cpus=self.args.ray_cpus, include_dashboard=False, log_to_driver=False,
-                     logging_level="WARNING")
+            # "local": a new cluster of this run, even when another session's `ray start` cluster is running
+            ray.init(address="local", num_cpus=self.args.ray_cpus, include_dashboard=False,
+                     log_to_driver=False, logging_level="WARNING")
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         for name in ("ray.data", "ray.data._internal.execution.streaming_executor", "py4j"):

@@ -236,6 +236,8 @@ def main(argv=None):
     parser.add_argument("--dir", default=None)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    # SIGTERM (the runner's timeout) unwinds through the finally below, which stops the cluster
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ["TFOS_SERVER_HOST"] = "127.0.0.1"
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

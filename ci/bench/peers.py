@@ -27,6 +27,7 @@ from bench.nodes import MODEL_NAME, epoch_timer, export_model, infer_fun, keras_
 log = logging.getLogger("bench")
 
 INFERENCE_BATCH = 1000
+SPARK_PEERS_TIMEOUT = 1800   # seconds; on this shared machine the standalone cluster alone took 30-260 s to start
 
 
 def compare(name, what, ours, peer, higher_is_better=True, digits=0):
@@ -140,12 +141,22 @@ def spark_peers(bench, data, epochs, batch):
     cmd = [sys.executable, "-m", "bench.peer_spark", "--rows", str(data.rows), "--parts", str(data.parts),
            "--epochs", str(epochs), "--batch", str(batch), "--dir", scratch, "--out", out]
     log.info("spark peers: %s", " ".join(cmd))
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=480)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = proc.communicate(timeout=SPARK_PEERS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.terminate()   # SIGTERM: it stops its standalone cluster before it exits
+        try:
+            output, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        output += "\n[bench] stopped after {} s".format(SPARK_PEERS_TIMEOUT)
     with open(os.path.join(scratch, "peer_spark.log"), "w") as f:
-        f.write(done.stdout)
+        f.write(output)
     if not os.path.exists(out):
         raise RuntimeError("bench.peer_spark exited with {} and no result; its output ends:\n{}".format(
-            done.returncode, done.stdout[-4000:]))
+            proc.returncode, output[-4000:]))
     with open(out) as f:
         got = json.load(f)
     got["log"] = os.path.join(scratch, "peer_spark.log")
