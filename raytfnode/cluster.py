@@ -249,7 +249,7 @@ class TFCluster:
         from .bridges.errors import unwrap
         return unwrap(exc)
 
-    def train(self, data, num_epochs=0, feed_timeout=600, qname="input"):
+    def train(self, data, num_epochs=0, feed_timeout=600, qname="input", **stream_options):
         """*For InputMode.SPARK only*. Feeds ``data`` to the TF nodes for training and waits until it was read.
 
         Every row of every epoch reaches exactly one fed node (chief/master/workers),
@@ -257,14 +257,21 @@ class TFCluster:
         row); each epoch ends with an end-of-epoch marker that
         ``DataFeed.epoch_batches`` and the ``tf.data`` helper stop at.
 
+        A streaming DataFrame or a DStream is fed micro-batch by micro-batch while the
+        call returns at once; see :mod:`raytfnode.bridges.streaming`.
+
         Args:
-          :data: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (lists of rows).
+          :data: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (lists of rows);
+            or a streaming DataFrame or DStream.
           :num_epochs: number of times to feed the data; ``0`` keeps TensorFlowOnSpark's default of 10.
           :feed_timeout: seconds a producer waits on a node that reads nothing before failing.
           :qname: the queue to feed, ``'input'`` or another name given to ``run(queues=...)``.
+          :stream_options: for a stream only: ``checkpoint_location``, ``trigger`` (a dict such as
+            ``{'availableNow': True}``), ``query_name``, ``epoch_per_batch``.
 
         Returns:
-          A dict with ``rows`` fed per epoch, ``consumed`` and ``skipped`` rows, ``epochs`` and ``seconds``.
+          A dict with ``rows`` fed per epoch, ``consumed`` and ``skipped`` rows, ``epochs`` and ``seconds``;
+          for a stream, its running :class:`raytfnode.bridges.streaming.StreamingFeed`.
         """
         self._check_feed_args(qname, feed_timeout)
         if not isinstance(num_epochs, int) or num_epochs < 0:
@@ -272,6 +279,10 @@ class TFCluster:
         from .bridges import source_for
         source = source_for(data, self.sc)
         source.validate(self._input_mapping(qname))
+        if getattr(source, "streaming", False):
+            return source.train_stream(self, qname, feed_timeout, num_epochs=num_epochs, **stream_options)
+        if stream_options:
+            raise BadInputError("options {} apply to a stream only".format(sorted(stream_options)))
         if num_epochs == 0:
             logger.info("num_epochs=0: feeding the data %d times (TensorFlowOnSpark's default)", DEFAULT_EPOCHS)
             num_epochs = DEFAULT_EPOCHS
@@ -306,7 +317,7 @@ class TFCluster:
         self._raise_node_error()
         return report
 
-    def inference(self, data, feed_timeout=600, qname="input"):
+    def inference(self, data, feed_timeout=600, qname="input", **stream_options):
         """*For InputMode.SPARK only*. Feeds ``data`` for inference and returns the results.
 
         Results come back one per input row, in input order per partition:
@@ -319,13 +330,18 @@ class TFCluster:
           :data: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions.
           :feed_timeout: seconds a producer waits on a node that answers nothing before failing.
           :qname: the queue to feed.
+          :stream_options: for a streaming DataFrame (whose results come back as a streaming
+            DataFrame): ``output_schema`` (the result columns) and ``keep_columns`` (input columns
+            to keep beside each result).
         """
         self._check_feed_args(qname, feed_timeout)
         from .bridges import source_for
         source = source_for(data, self.sc)
         source.validate(self._input_mapping(qname))
         target = self._target(qname, feed_timeout)
-        return source.inference(target, self)
+        if stream_options and not getattr(source, "streaming", False):
+            raise BadInputError("options {} apply to a stream only".format(sorted(stream_options)))
+        return source.inference(target, self, **stream_options)
 
     def shutdown(self, ssc=None, grace_secs=0, timeout=259200):
         """Stops the cluster: ends the feeds, waits for the nodes' ``map_fun``, releases every actor.
@@ -336,7 +352,9 @@ class TFCluster:
         after everything was released.
 
         Args:
-          :ssc: a ``StreamingContext``, waited for before shutting down.
+          :ssc: a ``StreamingContext`` (or a ``StreamingQuery`` / ``StreamingFeed`` of ``train``), waited
+            for until it ends, every fed node's ``map_fun`` returned or a node called ``terminate()``,
+            then stopped gracefully. Streams still feeding the cluster are stopped first.
           :grace_secs: seconds to let ``ps``/``evaluator`` nodes finish on their own.
           :timeout: seconds to wait for the nodes; then every actor is stopped and
             :class:`raytfnode.errors.ShutdownTimeoutError` is raised (the process goes on).
@@ -346,11 +364,8 @@ class TFCluster:
         started = time.monotonic()
         error = None
         try:
-            if ssc is not None:
-                while not ssc.awaitTerminationOrTimeout(1):
-                    self._poll_nodes()
-                    if all(eid in self._outcomes for eid in self._fed()):
-                        ssc.stop(stopSparkContext=False, stopGraceFully=True)
+            from .bridges.streaming import end_streams
+            end_streams(self, ssc)
             if self.input_mode == InputMode.SPARK:
                 for eid in self._fed():
                     for qname in self.queues:
