@@ -290,12 +290,15 @@ class StreamingFeed:
             logger.exception("stopping stream %s failed", self.stream_key)
 
     def _fail(self, error):
-        """Records the stream's first error and wakes the producers of the batch in flight."""
+        """Records the stream's first error; a node's error also wakes the producers of the batch in flight.
+
+        Other failures leave the batch's feed open: a restart of the query feeds its unread chunks.
+        """
         with self._lock:
             if self._error is None:
                 self._error = error
             current = self._current
-        if current is not None:
+        if current is not None and isinstance(error, NodeError):
             for eid in self.cluster._fed():
                 try:
                     self.cluster.queue_actors[eid].cancel_feed.remote(current, _first_line(error)[:300])
