@@ -312,7 +312,7 @@ class TFCluster:
         from .bridges.errors import unwrap
         return unwrap(exc)
 
-    def train(self, dataRDD=None, num_epochs=0, feed_timeout=600, qname="input", *, data=None):
+    def train(self, dataRDD=None, num_epochs=0, feed_timeout=600, qname="input", *, data=None, **stream_options):
         """*For InputMode.SPARK only*. Feeds ``data`` to the TF nodes for training and waits until it was read.
 
         Every row of every epoch reaches exactly one fed node (chief/master/workers),
@@ -324,17 +324,23 @@ class TFCluster:
         the feed resumes at the epoch the restarted ``map_fun`` resumes at (see
         :meth:`raytfnode.context.TFNodeContext.resume_feed`), each epoch from its start.
 
+        A streaming DataFrame or a DStream is fed micro-batch by micro-batch while the
+        call returns at once; see :mod:`raytfnode.bridges.streaming`.
+
         Args:
-          :dataRDD: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (lists of rows);
-            ``data=`` is the same argument by raytfnode's earlier name.
+          :dataRDD: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (lists of rows),
+            or a streaming DataFrame or DStream; ``data=`` is the same argument by raytfnode's earlier name.
           :num_epochs: number of times to feed the data; ``0`` keeps TensorFlowOnSpark's default of 10.
           :feed_timeout: seconds a producer waits on a node that reads nothing before failing.
           :qname: the queue to feed, ``'input'`` or another name given to ``run(queues=...)``.
+          :stream_options: for a stream only: ``checkpoint_location``, ``trigger`` (a dict such as
+            ``{'availableNow': True}``), ``query_name``, ``epoch_per_batch``.
 
         Returns:
           A dict with ``rows`` fed per epoch, ``consumed`` and ``skipped`` rows, ``epochs``, ``seconds``
           and ``restarts`` (one record per restart: ``attempt``, ``node``, ``error``, ``resume_epoch``,
-          ``recovery_seconds`` from the failure seen to the new nodes consuming, ``rows_refed``).
+          ``recovery_seconds`` from the failure seen to the new nodes consuming, ``rows_refed``);
+          for a stream, its running :class:`raytfnode.bridges.streaming.StreamingFeed`.
         """
         data = _data_argument(dataRDD, data)
         self._check_feed_args(qname, feed_timeout)
@@ -343,6 +349,10 @@ class TFCluster:
         from .bridges import source_for
         source = source_for(data, self.sc)
         source.validate(self._input_mapping(qname))
+        if getattr(source, "streaming", False):
+            return source.train_stream(self, qname, feed_timeout, num_epochs=num_epochs, **stream_options)
+        if stream_options:
+            raise BadInputError("options {} apply to a stream only".format(sorted(stream_options)))
         if num_epochs == 0:
             logger.info("num_epochs=0: feeding the data %d times (TensorFlowOnSpark's default)", DEFAULT_EPOCHS)
             num_epochs = DEFAULT_EPOCHS
@@ -478,7 +488,7 @@ class TFCluster:
             self._recovering["recovery_seconds"] = time.time() - self._recovering["seen_at"]
             self._recovering = None
 
-    def inference(self, dataRDD=None, feed_timeout=600, qname="input", *, data=None):
+    def inference(self, dataRDD=None, feed_timeout=600, qname="input", *, data=None, **stream_options):
         """*For InputMode.SPARK only*. Feeds ``data`` for inference and returns the results.
 
         Results come back one per input row, in input order per partition:
@@ -491,12 +501,19 @@ class TFCluster:
           :dataRDD: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (or ``data=``).
           :feed_timeout: seconds a producer waits on a node that answers nothing before failing.
           :qname: the queue to feed.
+          :stream_options: for a streaming DataFrame (whose results come back as a streaming
+            DataFrame): ``output_schema`` (the result columns) and ``keep_columns`` (input columns
+            to keep beside each result).
         """
         data = _data_argument(dataRDD, data)
         self._check_feed_args(qname, feed_timeout)
         from .bridges import source_for
         source = source_for(data, self.sc)
         source.validate(self._input_mapping(qname))
+        if stream_options and not getattr(source, "streaming", False):
+            raise BadInputError("options {} apply to a stream only".format(sorted(stream_options)))
+        if getattr(source, "streaming", False):
+            return source.inference(self._target(qname, feed_timeout), self, **stream_options)
         self._raise_node_error()
         return source.inference(self._target(qname, feed_timeout), self)
 
@@ -524,7 +541,9 @@ class TFCluster:
         after everything was released.
 
         Args:
-          :ssc: a ``StreamingContext``, waited for before shutting down.
+          :ssc: a ``StreamingContext`` (or a ``StreamingQuery`` / ``StreamingFeed`` of ``train``), waited
+            for until it ends, every fed node's ``map_fun`` returned or a node called ``terminate()``,
+            then stopped gracefully. Streams still feeding the cluster are stopped first.
           :grace_secs: seconds to let ``ps``/``evaluator`` nodes finish on their own.
           :timeout: seconds to wait for the nodes; then every actor is stopped and
             :class:`raytfnode.errors.ShutdownTimeoutError` is raised (the process goes on).
@@ -535,11 +554,8 @@ class TFCluster:
         started = time.monotonic()
         error = None
         try:
-            if ssc is not None:
-                while not ssc.awaitTerminationOrTimeout(1):
-                    self._poll_nodes()
-                    if all(eid in self._outcomes for eid in self._fed()):
-                        ssc.stop(stopSparkContext=False, stopGraceFully=True)
+            from .bridges.streaming import end_streams
+            end_streams(self, ssc)
             if self.input_mode == InputMode.SPARK:
                 for eid in self._fed():
                     for qname in self.queues:
