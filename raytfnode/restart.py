@@ -103,9 +103,11 @@ def keras_backup_resume_epoch(checkpoint_dir):
     """
     if not checkpoint_dir:
         return None
+    backup = os.path.join(checkpoint_dir, "chief")
+    if "://" not in checkpoint_dir and not os.path.isdir(backup):
+        return None   # a local directory without a backup: no need to load TensorFlow to know
     import tensorflow as tf
 
-    backup = os.path.join(checkpoint_dir, "chief")
     if not tf.io.gfile.exists(backup):
         return None
     latest = tf.train.latest_checkpoint(backup)
