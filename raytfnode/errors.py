@@ -14,9 +14,9 @@ class NodeError(RayTFNodeError):
     """A TF node failed: its ``map_fun`` raised, or its actor died.
 
     Attributes:
-      job_name: the node's role (``chief``, ``worker``, ``ps``, ``evaluator``).
-      task_index: the node's index within its role.
-      remote_traceback: the traceback text from the node's process, or ``None``
+      :job_name: the node's role (``chief``, ``worker``, ``ps``, ``evaluator``).
+      :task_index: the node's index within its role.
+      :remote_traceback: the traceback text from the node's process, or ``None``
         when the process died without one (killed, out of memory).
     """
 
