@@ -19,6 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
+from . import logs
 from . import roles as roles_lib
 from .chunks import DEFAULT_CHUNK_BYTES
 from .coordinator import CoordinatorActor
@@ -67,6 +68,7 @@ class TFCluster:
         self._stopped = False
         self._queue_bytes = None
         self._chunk_bytes = DEFAULT_CHUNK_BYTES
+        self._progress = None      # run(progress=...): None follows RAYTFNODE_PROGRESS
 
     # ------------------------------------------------------------ helpers
 
@@ -159,9 +161,12 @@ class TFCluster:
         mappings = ray.get([self.queue_actors[eid].kv_get.remote("input_mapping:" + qname) for eid in self._fed()])
         return next((mapping for mapping in mappings if mapping), None)
 
-    def _watch(self, job, target, description):
+    def _watch(self, job, target, description, progress=None):
         """Runs ``job(cancel_event)`` on a thread while watching the nodes; returns its result."""
-        progress = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, description)
+        own_progress = progress is None
+        if own_progress:
+            progress = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, description,
+                                    enabled=self._progress)
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raytfnode-feed") as pool:
             future = pool.submit(job)
             next_timeout_check = time.monotonic() + 1.0
@@ -187,7 +192,8 @@ class TFCluster:
                     raise
                 raise error from exc
             finally:
-                progress.close()
+                if own_progress:
+                    progress.close()
 
     def _raise_feed_failure(self, target):
         """Fails the feed as soon as one producer hit bad input or feed_timeout, instead of after Spark's retries."""
@@ -249,7 +255,7 @@ class TFCluster:
         from .bridges.errors import unwrap
         return unwrap(exc)
 
-    def train(self, data, num_epochs=0, feed_timeout=600, qname="input"):
+    def train(self, data, num_epochs=0, feed_timeout=600, qname="input", progress=None):
         """*For InputMode.SPARK only*. Feeds ``data`` to the TF nodes for training and waits until it was read.
 
         Every row of every epoch reaches exactly one fed node (chief/master/workers),
@@ -262,6 +268,7 @@ class TFCluster:
           :num_epochs: number of times to feed the data; ``0`` keeps TensorFlowOnSpark's default of 10.
           :feed_timeout: seconds a producer waits on a node that reads nothing before failing.
           :qname: the queue to feed, ``'input'`` or another name given to ``run(queues=...)``.
+          :progress: show the feed's progress (epoch, rows, rows/s, ETA); ``None`` takes ``run(progress=...)``.
 
         Returns:
           A dict with ``rows`` fed per epoch, ``consumed`` and ``skipped`` rows, ``epochs`` and ``seconds``.
@@ -278,10 +285,14 @@ class TFCluster:
         target = self._target(qname, feed_timeout)
         report = {"epochs": 0, "rows": 0, "consumed": 0, "skipped": 0, "partitions": 0, "seconds": 0.0}
         started = time.monotonic()
+        display = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, "train",
+                               num_epochs=num_epochs, enabled=self._progress if progress is None else progress)
         try:
             for epoch in range(num_epochs):
                 job = source.train_job(target, epoch)
-                stats = self._watch(job, target, "epoch {}/{}".format(epoch + 1, num_epochs))
+                display.start_epoch(epoch)
+                stats = self._watch(job, target, "epoch {}/{}".format(epoch + 1, num_epochs), display)
+                display.end_epoch(sum(part["rows"] for part in stats))
                 report["epochs"] += 1
                 report["partitions"] += len(stats)
                 for part in stats:
@@ -299,6 +310,7 @@ class TFCluster:
                         report["rows"] += skipped_epochs   # rows == consumed + skipped
                     break
         finally:
+            display.close()
             self.coordinator.forget.remote(target.feed_id)
         report["seconds"] = time.monotonic() - started
         if report["skipped"]:
@@ -435,7 +447,8 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         log_dir=None, driver_ps_nodes=False, master_node=None, reservation_timeout=600,
         queues=("input", "output", "error"), eval_node=False, release_port=True, *, num_cpus=1, num_gpus=0,
         resources=None, memory=None, role_resources=None, placement_strategy=None, queue_max_bytes=64 << 20,
-        chunk_bytes=DEFAULT_CHUNK_BYTES, working_dir=None, import_tensorflow=True, env_vars=None):
+        chunk_bytes=DEFAULT_CHUNK_BYTES, working_dir=None, import_tensorflow=True, env_vars=None, log_level=None,
+        progress=None):
     """Starts the TensorFlow cluster on Ray and runs ``map_fun`` on every node.
 
     Args:
@@ -467,6 +480,11 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
       :working_dir: working directory of the nodes for relative paths (default: the driver's).
       :import_tensorflow: import TensorFlow in every node while they start.
       :env_vars: extra environment variables for the node processes.
+      :log_level: ``'quiet'`` (default) keeps TensorFlow's and Ray's start-up chatter out of the console,
+        ``'verbose'`` shows everything; ``None`` follows ``RAYTFNODE_LOG_LEVEL`` / ``RAYTFNODE_VERBOSE``
+        (see :mod:`raytfnode.logs`).
+      :progress: show the progress of ``train``/``inference`` feeds; ``None`` follows ``RAYTFNODE_PROGRESS``
+        (on unless ``0``).
 
     Returns:
       A :class:`TFCluster`, once every node runs its ``map_fun``.
@@ -477,6 +495,10 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         raise BadInputError("input_mode must be InputMode.SPARK or InputMode.TENSORFLOW, got {!r}".format(input_mode))
     try:
         template = roles_lib.cluster_template(num_executors, num_ps, master_node, eval_node)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
+    try:
+        log_level = logs.apply_driver_defaults(log_level)
     except ValueError as exc:
         raise BadInputError(str(exc)) from None
     queues = tuple(queues)
@@ -493,6 +515,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
     cluster.namespace = "raytfnode-" + cluster.cluster_id
     cluster.roles = roles_lib.node_roles(template)
     cluster._chunk_bytes = chunk_bytes
+    cluster._progress = progress
     requests = [node_request(job_name, num_cpus, num_gpus, memory, resources, role_resources)
                 for job_name, _ in cluster.roles]
     check_feasible(requests, [roles_lib.node_name(*r) for r in cluster.roles])
@@ -502,7 +525,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
     started = time.monotonic()
     try:
         _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_max_bytes, env_vars,
-                      reservation_timeout)
+                      reservation_timeout, log_level)
         infos = _reserve(cluster, requests, reservation_timeout, import_tensorflow)
         cluster.cluster_info = [dict(info, job_name=job, task_index=index)
                                 for info, (job, index) in zip(infos, cluster.roles)]
@@ -532,7 +555,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
 
 
 def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_max_bytes, env_vars,
-                  reservation_timeout):
+                  reservation_timeout, log_level=logs.QUIET):
     names = [roles_lib.node_name(*r) for r in cluster.roles]
     fed = cluster._fed()
     cluster.coordinator = CoordinatorActor.options(
@@ -569,7 +592,7 @@ def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_
         if strategies[eid] is not None:
             options["scheduling_strategy"] = strategies[eid]
         cluster.nodes.append(TFNodeActor.options(**options).remote(
-            job_name, task_index, eid, cluster.queue_actors[eid]))
+            job_name, task_index, eid, cluster.queue_actors[eid], log_level))
 
 
 def _reserve(cluster, requests, reservation_timeout, import_tensorflow):
