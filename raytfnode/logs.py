@@ -3,10 +3,8 @@
 A new user's console used to fill with start-up lines that report nothing
 wrong: TensorFlow's C++ ``I...`` lines and, on a machine without GPUs, its
 ``E... failed call to cuInit: ... UNKNOWN ERROR (303)`` probe, once per node;
-Ray's C++ ``gcs_client.cc ... GcsClient has no Cluster ID set`` lines from
-every process that connects to Ray (RayDP's JVMs and Spark's Python workers
-included); Ray's notice that token authentication is on. Quiet (the default)
-keeps those out of the console; verbose shows everything as the tools print it.
+Ray's notice that token authentication is on. Quiet (the default) keeps those
+out of the console; verbose shows everything as the tools print it.
 
 Quiet never hides a real error: Python exceptions, warnings and errors of
 TensorFlow, Ray and Spark all still show. Only these are dropped:
@@ -18,8 +16,6 @@ TensorFlow, Ray and Spark all still show. Only these are dropped:
 * the ``failed call to cuInit`` line, only on a node that Ray gave no GPU (its
   ``CUDA_VISIBLE_DEVICES`` is empty, so TensorFlow runs on the CPU whatever the
   probe says); a node with a GPU shows it, because there it is a real failure;
-* Ray's C++ messages below warnings (``RAY_BACKEND_LOG_LEVEL=warning`` unless set),
-  for the Ray processes and JVMs started after ``import raytfnode``;
 * Ray's "Token authentication is enabled" notice (the warning Ray prints when
   authentication is *disabled* still shows).
 
@@ -27,6 +23,12 @@ The level comes from ``TFCluster.run(log_level=...)`` or the environment:
 ``RAYTFNODE_LOG_LEVEL=verbose`` (or ``info``/``debug``) or ``RAYTFNODE_VERBOSE=1``
 bring everything back; ``RAYTFNODE_LOG_LEVEL=quiet`` (or ``warning``) is the default.
 Verbose also shows raytfnode's own INFO lines (cluster start-up, shutdown).
+
+Left as they are, because no setting reaches them: Ray's ``gcs_client.cc ...
+GcsClient has no Cluster ID set`` line, which every process that connects to Ray
+(RayDP's JVMs, Spark's Python workers) prints while its client starts, before
+``RAY_BACKEND_LOG_LEVEL`` is applied; that variable only adds a line of its own
+(``Set ray log level from environment variable``) to each of them.
 """
 import logging
 import os
@@ -79,13 +81,13 @@ def resolve_level(log_level=None, environ=None):
 
 
 def env_defaults(level):
-    """Environment variables that set TensorFlow's and Ray's C++ logging for ``level``.
+    """Environment variables that set TensorFlow's C++ logging for ``level``.
 
     They are defaults: a variable the user set already wins.
     """
     if level == VERBOSE:
         return {"TF_CPP_MIN_LOG_LEVEL": "0"}
-    return {"TF_CPP_MIN_LOG_LEVEL": "1", "RAY_BACKEND_LOG_LEVEL": "warning"}
+    return {"TF_CPP_MIN_LOG_LEVEL": "1"}
 
 
 def keep_node_line(line, level, has_gpu):

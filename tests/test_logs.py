@@ -49,9 +49,9 @@ def test_verbose_keeps_every_line():
     assert all(logs.keep_node_line(line, logs.VERBOSE, has_gpu=False) for line in (PREINIT, CUDART_INFO, CUINIT))
 
 
-def test_environment_defaults_lower_tf_and_ray_cpp_logging_only_when_quiet():
-    assert logs.env_defaults(logs.QUIET) == {"TF_CPP_MIN_LOG_LEVEL": "1", "RAY_BACKEND_LOG_LEVEL": "warning"}
-    assert "RAY_BACKEND_LOG_LEVEL" not in logs.env_defaults(logs.VERBOSE)
+def test_environment_defaults_keep_tf_cpp_logging_at_warnings_only_when_quiet():
+    assert logs.env_defaults(logs.QUIET) == {"TF_CPP_MIN_LOG_LEVEL": "1"}
+    assert logs.env_defaults(logs.VERBOSE) == {"TF_CPP_MIN_LOG_LEVEL": "0"}
 
 
 def test_ray_token_notice_filtered_but_disabled_warning_kept():
