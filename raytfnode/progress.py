@@ -172,7 +172,7 @@ class FeedProgress:
             self._print(now)
 
     def close(self):
-        """Shows the final counters: the bar's last state, or a last line when lines were printed or the feed was long."""
+        """Shows the final counters: the bar's last state, or a last line if lines were printed or the feed was long."""
         if not self.enabled or self.closed:
             return
         self.closed = True
