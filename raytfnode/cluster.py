@@ -19,6 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
+from . import logs
 from . import roles as roles_lib
 from .chunks import DEFAULT_CHUNK_BYTES
 from .coordinator import CoordinatorActor
@@ -78,6 +79,7 @@ class TFCluster:
         self._probed = False       # silent nodes were probed for this attempt's failure
         self._stray_refs = []      # refs given up on (dead nodes): read before release, so Ray prints nothing
         self._recovering = None    # the restart record waiting for the new nodes to consume
+        self._progress = None      # run(progress=...): None follows RAYTFNODE_PROGRESS
 
     # ------------------------------------------------------------ helpers
 
@@ -221,9 +223,12 @@ class TFCluster:
         mappings = ray.get([self.queue_actors[eid].kv_get.remote("input_mapping:" + qname) for eid in self._fed()])
         return next((mapping for mapping in mappings if mapping), None)
 
-    def _watch(self, job, target, description):
+    def _watch(self, job, target, description, progress=None):
         """Runs ``job(cancel_event)`` on a thread while watching the nodes; returns its result."""
-        progress = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, description)
+        own_progress = progress is None
+        if own_progress:
+            progress = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, description,
+                                    enabled=self._progress)
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raytfnode-feed") as pool:
             future = pool.submit(job)
             next_timeout_check = time.monotonic() + 1.0
@@ -250,7 +255,8 @@ class TFCluster:
                     raise
                 raise error from exc
             finally:
-                progress.close()
+                if own_progress:
+                    progress.close()
 
     def _raise_feed_failure(self, target):
         """Fails the feed as soon as one producer hit bad input or feed_timeout, instead of after Spark's retries."""
@@ -312,7 +318,8 @@ class TFCluster:
         from .bridges.errors import unwrap
         return unwrap(exc)
 
-    def train(self, dataRDD=None, num_epochs=0, feed_timeout=600, qname="input", *, data=None, **stream_options):
+    def train(self, dataRDD=None, num_epochs=0, feed_timeout=600, qname="input", *, data=None, progress=None,
+              **stream_options):
         """*For InputMode.SPARK only*. Feeds ``data`` to the TF nodes for training and waits until it was read.
 
         Every row of every epoch reaches exactly one fed node (chief/master/workers),
@@ -333,6 +340,7 @@ class TFCluster:
           :num_epochs: number of times to feed the data; ``0`` keeps TensorFlowOnSpark's default of 10.
           :feed_timeout: seconds a producer waits on a node that reads nothing before failing.
           :qname: the queue to feed, ``'input'`` or another name given to ``run(queues=...)``.
+          :progress: show the feed's progress (epoch, rows, rows/s, ETA); ``None`` takes ``run(progress=...)``.
           :stream_options: for a stream only: ``checkpoint_location``, ``trigger`` (a dict such as
             ``{'availableNow': True}``), ``query_name``, ``epoch_per_batch``.
 
@@ -359,37 +367,43 @@ class TFCluster:
         report = {"epochs": 0, "rows": 0, "consumed": 0, "skipped": 0, "partitions": 0, "seconds": 0.0,
                   "restarts": []}
         epoch_rows = {}       # epoch -> rows fed in it (completed epochs)
-        progress = {"epoch": 0, "fed_at_epoch_start": 0}
+        position = {"epoch": 0, "fed_at_epoch_start": 0}
         started = time.monotonic()
         epoch = 0
         while True:
             try:
                 self._raise_node_error()
-                self._feed_epochs(source, qname, feed_timeout, epoch, num_epochs, report, epoch_rows, progress)
+                self._feed_epochs(source, qname, feed_timeout, epoch, num_epochs, report, epoch_rows, position,
+                                  progress)
                 self._raise_node_error()
                 break
             except NodeError as error:
                 record = self._restart(error)
                 epoch = min(record["resume_epoch"], num_epochs)
-                interrupted = progress["epoch"]
+                interrupted = position["epoch"]
                 record["rows_refed"] = sum(rows for e, rows in epoch_rows.items() if epoch <= e < interrupted) + \
-                    max(0, record.pop("fed_rows") - progress["fed_at_epoch_start"])
+                    max(0, record.pop("fed_rows") - position["fed_at_epoch_start"])
                 report["restarts"].append(record)
         report["seconds"] = time.monotonic() - started
         if report["skipped"]:
             logger.info("train(): %d rows skipped after DataFeed.terminate()", report["skipped"])
         return report
 
-    def _feed_epochs(self, source, qname, feed_timeout, first_epoch, num_epochs, report, epoch_rows, progress):
+    def _feed_epochs(self, source, qname, feed_timeout, first_epoch, num_epochs, report, epoch_rows, position,
+                     show=None):
         """Feeds epochs ``first_epoch..num_epochs-1`` to the current attempt's nodes."""
         target = self._target(qname, feed_timeout)
+        display = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, "train",
+                               num_epochs=num_epochs, enabled=self._progress if show is None else show)
         try:
             for epoch in range(first_epoch, num_epochs):
-                progress["epoch"] = epoch
-                progress["fed_at_epoch_start"] = self._fed_rows()
+                position["epoch"] = epoch
+                position["fed_at_epoch_start"] = self._fed_rows()
                 job = source.train_job(target, epoch)
-                stats = self._watch(job, target, "epoch {}/{}".format(epoch + 1, num_epochs))
+                display.start_epoch(epoch)
+                stats = self._watch(job, target, "epoch {}/{}".format(epoch + 1, num_epochs), display)
                 rows = sum(part["rows"] for part in stats)
+                display.end_epoch(rows)
                 epoch_rows[epoch] = rows
                 report["epochs"] += 1
                 report["partitions"] += len(stats)
@@ -407,6 +421,7 @@ class TFCluster:
                         report["rows"] += skipped_epochs   # rows == consumed + skipped
                     break
         finally:
+            display.close()
             try:
                 self.coordinator.forget.remote(target.feed_id)
             except Exception:  # noqa: BLE001  (a restart replaced the coordinator)
@@ -672,8 +687,8 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         log_dir=None, driver_ps_nodes=False, master_node=None, reservation_timeout=600,
         queues=("input", "output", "error"), eval_node=False, release_port=True, *, num_cpus=1, num_gpus=0,
         resources=None, memory=None, role_resources=None, placement_strategy=None, queue_max_bytes=64 << 20,
-        chunk_bytes=DEFAULT_CHUNK_BYTES, working_dir=None, import_tensorflow=True, env_vars=None,
-        runtime_env=None, data_locality=True, max_failures=0, checkpoint_dir=None):
+        chunk_bytes=DEFAULT_CHUNK_BYTES, working_dir=None, import_tensorflow=True, env_vars=None, log_level=None,
+        progress=None, runtime_env=None, data_locality=True, max_failures=0, checkpoint_dir=None):
     """Starts the TensorFlow cluster on Ray and runs ``map_fun`` on every node.
 
     Args:
@@ -705,6 +720,11 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
       :working_dir: working directory of the nodes for relative paths (default: the driver's).
       :import_tensorflow: import TensorFlow in every node while they start.
       :env_vars: extra environment variables for the node processes.
+      :log_level: ``'quiet'`` (default) keeps TensorFlow's and Ray's start-up chatter out of the console,
+        ``'verbose'`` shows everything; ``None`` follows ``RAYTFNODE_LOG_LEVEL`` / ``RAYTFNODE_VERBOSE``
+        (see :mod:`raytfnode.logs`).
+      :progress: show the progress of ``train``/``inference`` feeds; ``None`` follows ``RAYTFNODE_PROGRESS``
+        (on unless ``0``).
       :runtime_env: Ray runtime environment of the node actors (``working_dir``, ``py_modules``,
         ``pip``, ``env_vars``): how ``map_fun``'s own modules reach machines that do not have them,
         the role ``--py-files`` had for TensorFlowOnSpark.
@@ -729,6 +749,10 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         template = roles_lib.cluster_template(num_executors, num_ps, master_node, eval_node)
     except ValueError as exc:
         raise BadInputError(str(exc)) from None
+    try:
+        log_level = logs.apply_driver_defaults(log_level)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
     queues = tuple(queues)
     if "input" not in queues:
         raise BadInputError("queues must include 'input', got {}".format(list(queues)))
@@ -746,6 +770,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
     cluster._chunk_bytes = chunk_bytes
     cluster._data_locality = bool(data_locality)
     cluster._policy = policy
+    cluster._progress = progress
     requests = [node_request(job_name, num_cpus, num_gpus, memory, resources, role_resources)
                 for job_name, _ in cluster.roles]
     working_dir = working_dir or os.getcwd()
@@ -763,6 +788,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         "release_port": release_port,
         "tensorboard": tensorboard,
         "master_node": master_node,
+        "log_level": log_level,
         "context_fields": {
             "defaultFS": _default_fs(cluster.sc),
             "working_dir": working_dir,
@@ -807,7 +833,8 @@ def _launch(cluster):
     started = time.monotonic()
     try:
         _start_actors(cluster, requests, config["placement_strategy"], config["driver_ps_nodes"],
-                      config["queue_max_bytes"], config["runtime_env"], config["reservation_timeout"])
+                      config["queue_max_bytes"], config["runtime_env"], config["reservation_timeout"],
+                      config["log_level"])
         infos = _reserve(cluster, requests, config["reservation_timeout"], config["import_tensorflow"])
         cluster.cluster_info = [dict(info, job_name=job, task_index=index,
                                      addr=manager_address(cluster.namespace, cluster._queue_actor_name(eid)))
@@ -859,7 +886,7 @@ def _death_message(exc):
 
 
 def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_max_bytes, runtime_env,
-                  reservation_timeout):
+                  reservation_timeout, log_level=logs.QUIET):
     names = [roles_lib.node_name(*r) for r in cluster.roles]
     fed = cluster._fed()
     # bookkeeping actors (0 CPU) on the driver's machine: they must outlive any machine of TF nodes, so a
@@ -900,7 +927,7 @@ def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_
         if strategies[eid] is not None:
             options["scheduling_strategy"] = strategies[eid]
         cluster.nodes.append(TFNodeActor.options(**options).remote(
-            job_name, task_index, eid, cluster.queue_actors[eid]))
+            job_name, task_index, eid, cluster.queue_actors[eid], log_level))
 
 
 def _reserve(cluster, requests, reservation_timeout, import_tensorflow):
