@@ -370,7 +370,19 @@ class TFCluster:
         position = {"epoch": 0, "fed_at_epoch_start": 0}
         started = time.monotonic()
         epoch = 0
+        failure = None
         while True:
+            if failure is not None:
+                record, failure = self._restart(failure), None   # raises when the policy says no more
+                record["rows_refed"] = max(0, record.pop("fed_rows") - position["fed_at_epoch_start"])
+                report["restarts"].append(record)
+                try:
+                    record["resume_epoch"] = self._resume_epoch()
+                except NodeError as error:
+                    failure = error
+                    continue
+                epoch = min(record["resume_epoch"], num_epochs)
+                record["rows_refed"] += sum(rows for e, rows in epoch_rows.items() if epoch <= e < position["epoch"])
             try:
                 self._raise_node_error()
                 self._feed_epochs(source, qname, feed_timeout, epoch, num_epochs, report, epoch_rows, position,
@@ -378,12 +390,7 @@ class TFCluster:
                 self._raise_node_error()
                 break
             except NodeError as error:
-                record = self._restart(error)
-                epoch = min(record["resume_epoch"], num_epochs)
-                interrupted = position["epoch"]
-                record["rows_refed"] = sum(rows for e, rows in epoch_rows.items() if epoch <= e < interrupted) + \
-                    max(0, record.pop("fed_rows") - position["fed_at_epoch_start"])
-                report["restarts"].append(record)
+                failure = error
         report["seconds"] = time.monotonic() - started
         if report["skipped"]:
             logger.info("train(): %d rows skipped after DataFeed.terminate()", report["skipped"])
@@ -447,7 +454,8 @@ class TFCluster:
         """Stops every node and starts a new set after ``error``, or raises it when the policy says no.
 
         Returns the restart's record for ``train()``'s report (with ``fed_rows``: rows
-        the failed attempt's nodes were fed, for the caller's accounting).
+        the failed attempt's nodes were fed, for the caller's accounting). Call it outside
+        the ``try`` that catches node errors: its own error is the final one.
         """
         seen_at = time.time()
         stats = self._fed_stats()
@@ -467,8 +475,8 @@ class TFCluster:
         self.attempt += 1
         _launch(self)
         record = {"attempt": self.attempt, "node": error.node, "error": error.message, "seen_at": seen_at,
-                  "recovery_seconds": None, "fed_rows": sum(stat.get("fed_rows", 0) for stat in stats)}
-        record["resume_epoch"] = self._resume_epoch()
+                  "resume_epoch": 0, "recovery_seconds": None,
+                  "fed_rows": sum(stat.get("fed_rows", 0) for stat in stats)}
         self._recovering = record
         return record
 
@@ -539,13 +547,17 @@ class TFCluster:
         work the failed call left undone (an inference source re-runs the partitions
         whose results did not come back).
         """
+        failure = None
         while True:
+            if failure is not None:
+                self._restart(failure)   # raises when the policy says no more
+                failure = None
+                target = self._target(target.qname, target.feed_timeout)
             try:
                 self._raise_node_error()
                 return step(target)
             except NodeError as error:
-                self._restart(error)
-                target = self._target(target.qname, target.feed_timeout)
+                failure = error
 
     def shutdown(self, ssc=None, grace_secs=0, timeout=259200):
         """Stops the cluster: ends the feeds, waits for the nodes' ``map_fun``, releases every actor.
