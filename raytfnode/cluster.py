@@ -473,7 +473,11 @@ class TFCluster:
                        len(self.failures), "unlimited" if self._policy.max_failures < 0 else self._policy.max_failures)
         self._release(final=False)
         self.attempt += 1
-        _launch(self)
+        try:
+            _launch(self)
+        except ReservationTimeoutError as exc:
+            raise ReservationTimeoutError("cannot restart the cluster after {} failed ({}): {}".format(
+                error.node, _first_line_of(error.message), exc)) from error
         record = {"attempt": self.attempt, "node": error.node, "error": error.message, "seen_at": seen_at,
                   "resume_epoch": 0, "recovery_seconds": None,
                   "fed_rows": sum(stat.get("fed_rows", 0) for stat in stats)}
@@ -890,6 +894,10 @@ def _wait_started(cluster, starts):
         except RayActorError as exc:
             raise NodeError(*cluster.roles[eid], "its actor died while starting map_fun: {}".format(
                 _death_message(exc))) from None
+
+
+def _first_line_of(text):
+    return text.strip().splitlines()[0] if text and text.strip() else ""
 
 
 def _death_message(exc):

@@ -383,3 +383,16 @@ def test_killed_worker_in_epoch_two_resumes_from_the_keras_backup_and_matches_an
     assert uninterrupted["epochs_ran"] == [0, 1, 2, 3]
     assert abs(first["accuracy"] - uninterrupted["accuracy"]) <= 0.02, (first, uninterrupted)
     assert first["accuracy"] > 0.85
+
+
+@pytest.mark.timeout(900)
+def test_restartable_example_loses_a_worker_process_and_finishes(tmp_path):
+    from test_examples import run_example
+
+    output, summary = run_example("restartable_digits.py", "--epochs", "4", "--crash_in_epoch", "2", cwd=tmp_path,
+                                  timeout=840)
+    assert "worker:1 crashes in epoch 2 (attempt 0)" in output
+    assert summary["restarts"] == "1" and summary["final_attempt"] == "1"
+    # the backup held epochs 0 and 1: the last attempt ran epochs 2 and 3 only
+    assert summary["epochs_of_last_attempt"] == "2,3"
+    assert float(summary["accuracy"]) > 0.85

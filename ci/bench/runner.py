@@ -38,7 +38,7 @@ from bench.targets import evaluate  # noqa: E402
 
 log = logging.getLogger("bench")
 
-ORDER = ("limits", "sources", "training", "startup", "memory", "scaling", "pipeline", "tfrecords", "peers")
+ORDER = ("limits", "sources", "training", "startup", "memory", "scaling", "restart", "pipeline", "tfrecords", "peers")
 OPT_IN = ("peers",)   # run only when asked for (--peers or --only)
 
 
