@@ -409,6 +409,7 @@ class TFCluster:
                 job = source.train_job(target, epoch)
                 display.start_epoch(epoch)
                 stats = self._watch(job, target, "epoch {}/{}".format(epoch + 1, num_epochs), display)
+                self._check_recovered()   # an epoch shorter than one watch interval is seen here
                 rows = sum(part["rows"] for part in stats)
                 display.end_epoch(rows)
                 epoch_rows[epoch] = rows

@@ -78,6 +78,9 @@ class RestartPolicy:
         latest = failures[-1]
         if isinstance(latest.error, (BadInputError, ReservationTimeoutError)):
             return "a {} cannot be fixed by restarting".format(type(latest.error).__name__)
+        raised = (getattr(latest.error, "message", "") or "").split(":", 1)[0]
+        if raised in (BadInputError.__name__, ReservationTimeoutError.__name__):
+            return "the node raised {}: bad input cannot be fixed by restarting".format(raised)
         if self.max_failures != UNLIMITED and len(failures) > self.max_failures:
             return "max_failures={} restarts are spent".format(self.max_failures)
         if len(failures) >= 2:

@@ -98,6 +98,8 @@ def test_policy_gives_up_on_the_same_failure_before_any_data_twice_in_a_row():
 def test_policy_never_restarts_bad_input():
     failure = Failure(0, BadInputError("row 3 has no label"), True, 0.0)
     assert "BadInputError" in RestartPolicy(-1).why_not([failure])
+    in_node = Failure(0, NodeError("worker", 1, "BadInputError: input_mapping names 2 columns"), True, 0.0)
+    assert "bad input cannot be fixed" in RestartPolicy(-1).why_not([in_node])
 
 
 @pytest.mark.parametrize("value", [-2, 1.5, True, "3"])
@@ -343,7 +345,7 @@ def _digits(tmp_path):
     order = rng.permutation(len(y))
     train, test = order[:1400], order[1400:]
     np.savez(tmp_path / "test.npz", x=x[test], y=y[test])
-    rows = [{"x": x[i], "y": y[i]} for i in train]
+    rows = [(x[i], y[i]) for i in train]
     return [rows[p::4] for p in range(4)], str(tmp_path / "test.npz")
 
 
