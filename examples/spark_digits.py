@@ -181,11 +181,7 @@ def main(argv=None):
     phase("ray")
     spark = raydp.init_spark("spark_digits", num_executors=2, executor_cores=1, executor_memory="1GB",
                              configs={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
-                                      "spark.sql.execution.arrow.pyspark.enabled": "true",
-                                      # Spark's own log4j2 defaults: RayDP names a file Spark 3.5 does not ship
-                                      # (log4j2-default.properties), and log4j prints "ERROR StatusConsoleListener
-                                      # Reconfiguration failed: No configuration found"
-                                      "spark.log4j.config.file.name": "org/apache/spark/log4j2-defaults.properties"})
+                                      "spark.sql.execution.arrow.pyspark.enabled": "true"})
     spark.sparkContext.setLogLevel("ERROR")
     phase("spark")
     temporary_export = args.export_dir is None

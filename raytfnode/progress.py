@@ -32,7 +32,7 @@ def progress_enabled(progress=None, environ=None):
     return environ.get(PROGRESS_ENV, "1").strip().lower() not in _OFF
 
 
-def plain_line(description, consumed, fed, elapsed, total=None, epoch=None, num_epochs=None):
+def plain_line(description, consumed, fed, elapsed, total=None, epoch=None, num_epochs=None, eta_rate=None):
     """The off-terminal progress line, e.g. ``raytfnode train: epoch 3/10, 3,680 of 14,720 rows consumed ...``.
 
     Args:
@@ -42,6 +42,7 @@ def plain_line(description, consumed, fed, elapsed, total=None, epoch=None, num_
       :elapsed: seconds since the feed started.
       :total: rows the whole feed will consume, when known; gives the percentage and the ETA.
       :epoch, num_epochs: the current epoch (1-based) and the number of epochs, for training.
+      :eta_rate: rows/s to compute the ETA with (default: the average over ``elapsed``).
     """
     parts = []
     if epoch is not None and num_epochs:
@@ -54,8 +55,9 @@ def plain_line(description, consumed, fed, elapsed, total=None, epoch=None, num_
     rate = consumed / elapsed if elapsed > 0 else 0.0
     parts.append("{:,.0f} rows/s".format(rate))
     parts.append("{} elapsed".format(tqdm.format_interval(elapsed)))
-    if total and rate > 0 and consumed < total:
-        parts.append("ETA {}".format(tqdm.format_interval((total - consumed) / rate)))
+    eta_rate = eta_rate or rate
+    if total and eta_rate > 0 and consumed < total:
+        parts.append("ETA {}".format(tqdm.format_interval((total - consumed) / eta_rate)))
     return "raytfnode {}: {}".format(description, ", ".join(parts))
 
 
@@ -90,6 +92,8 @@ class FeedProgress:
         self.lines = 0
         self.epoch = None          # 1-based, while training
         self.epoch_rows = None     # rows per epoch, once the first epoch was fed
+        self.size_known_at = None  # (time, consumed rows) when epoch_rows became known: the ETA's rate
+                                   # starts there, after start-up (TF building its graph, Spark's first job)
         self.baseline = None
         self.counters = (0, 0)     # (fed, consumed) in this feed, at the last poll
         self.bar = None
@@ -113,6 +117,7 @@ class FeedProgress:
         """A training epoch was fed; ``epoch_rows`` is its size (every epoch feeds the same rows)."""
         if self.epoch_rows is None and epoch_rows:
             self.epoch_rows = int(epoch_rows)
+            self.size_known_at = (time.monotonic(), self.counters[1])
 
     def _poll(self):
         try:
@@ -128,9 +133,15 @@ class FeedProgress:
 
     def line(self, now=None):
         """The plain progress line for the counters of the last poll."""
-        elapsed = (now or time.monotonic()) - self.started
+        now = now or time.monotonic()
         fed, consumed = self.counters
-        return plain_line(self.description, consumed, fed, elapsed, self.total, self.epoch, self.num_epochs)
+        eta_rate = None
+        if self.size_known_at is not None:
+            since, consumed_then = self.size_known_at
+            if now > since and consumed > consumed_then:
+                eta_rate = (consumed - consumed_then) / (now - since)
+        return plain_line(self.description, consumed, fed, now - self.started, self.total, self.epoch,
+                          self.num_epochs, eta_rate)
 
     def _bar_description(self):
         if self.epoch is not None and self.num_epochs:
@@ -141,13 +152,14 @@ class FeedProgress:
         fed, consumed = self.counters
         if self.bar is None:
             self.bar = tqdm(total=self.total, desc=self._bar_description(), unit=" rows", file=self.stream,
-                            dynamic_ncols=True, mininterval=0, smoothing=0, leave=True)
+                            dynamic_ncols=True, mininterval=0, leave=True)
             # tqdm's clock is time.time(): the bar's elapsed time starts with the feed
             self.bar.start_t = self.bar.last_print_t = time.time() - (time.monotonic() - self.started)
         self.bar.total = self.total
         self.bar.set_description_str(self._bar_description(), refresh=False)
         self.bar.set_postfix_str("fed {:,}".format(fed), refresh=False)
-        self.bar.n = consumed
+        if consumed > self.bar.n:
+            self.bar.update(consumed - self.bar.n)     # through update(): tqdm's smoothed rate gives the ETA
         self.bar.refresh()
 
     def _print(self, now):
