@@ -163,7 +163,7 @@ def main(argv=None):
     if address and address != "local":
         ray.init(address=address, log_to_driver=True, logging_level="WARNING")
     else:
-        ray.init(num_cpus=args.num_cpus or num_executors, include_dashboard=False, log_to_driver=True,
+        ray.init(address="local", num_cpus=args.num_cpus or num_executors, include_dashboard=False, log_to_driver=True,
                  logging_level="WARNING")
     try:
         cluster = TFCluster.run(None, main_fun, args, num_executors, num_ps=args.num_ps, master_node="chief",

@@ -105,7 +105,7 @@ def main(argv=None):
     if address and address != "local":
         ray.init(address=address, log_to_driver=True, logging_level="WARNING")
     else:
-        ray.init(num_cpus=args.num_cpus, num_gpus=args.declare_gpus, include_dashboard=False,
+        ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.declare_gpus, include_dashboard=False,
                  log_to_driver=True, logging_level="WARNING")
     try:
         gpus = int(ray.cluster_resources().get("GPU", 0))

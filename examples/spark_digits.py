@@ -177,7 +177,7 @@ def main(argv=None):
     if address and address != "local":
         ray.init(address=address, log_to_driver=True, logging_level="WARNING")
     else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
     phase("ray")
     spark = raydp.init_spark("spark_digits", num_executors=2, executor_cores=1, executor_memory="1GB",
                              configs={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",

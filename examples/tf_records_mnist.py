@@ -160,7 +160,7 @@ def main(argv=None):
     if address and address != "local":
         ray.init(address=address, log_to_driver=True, logging_level="WARNING")
     else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
     try:
         cluster = TFCluster.run(None, main_fun, args, args.cluster_size, num_ps=0, master_node="chief",
                                 input_mode=TFCluster.InputMode.TENSORFLOW)
