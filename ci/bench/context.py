@@ -49,9 +49,19 @@ class Bench:
         if self.args.address:
             ray.init(address=self.args.address, log_to_driver=False, logging_level="WARNING")
         else:
-            # "local": a new cluster of this run, even when another session's `ray start` cluster is running
-            ray.init(address="local", num_cpus=self.args.ray_cpus, include_dashboard=False,
-                     log_to_driver=False, logging_level="WARNING")
+            # "local": a new cluster of this run, even when another session's `ray start` cluster is running.
+            # Ray waits 30 s (fixed) for its raylet to register; on this shared machine under load that
+            # sometimes passes, so the start is tried three times
+            for attempt in range(3):
+                try:
+                    ray.init(address="local", num_cpus=self.args.ray_cpus, include_dashboard=False,
+                             log_to_driver=False, logging_level="WARNING")
+                    break
+                except Exception as exc:  # noqa: BLE001  (Ray raises a bare Exception for this)
+                    if "timed out during startup" not in str(exc) or attempt == 2:
+                        raise
+                    log.warning("Ray did not start (%s); trying again", exc)
+                    ray.shutdown()
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         for name in ("ray.data", "ray.data._internal.execution.streaming_executor", "py4j"):
