@@ -51,14 +51,14 @@ class Bench:
         else:
             # "local": a new cluster of this run, even when another session's `ray start` cluster is running.
             # Ray waits 30 s (fixed) for its raylet to register; on this shared machine under load that
-            # sometimes passes, so the start is tried three times
-            for attempt in range(3):
+            # sometimes passes, so the start is tried five times
+            for attempt in range(5):
                 try:
                     ray.init(address="local", num_cpus=self.args.ray_cpus, include_dashboard=False,
                              log_to_driver=False, logging_level="WARNING")
                     break
                 except Exception as exc:  # noqa: BLE001  (Ray raises a bare Exception for this)
-                    if "timed out during startup" not in str(exc) or attempt == 2:
+                    if "timed out during startup" not in str(exc) or attempt == 4:
                         raise
                     log.warning("Ray did not start (%s); trying again", exc)
                     ray.shutdown()
