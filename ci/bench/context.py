@@ -129,7 +129,7 @@ class Bench:
         kwargs.setdefault("num_cpus", self.args.node_cpus)
         kwargs.setdefault("import_tensorflow", False)
         kwargs.setdefault("chunk_bytes", self.chunk_bytes)
-        kwargs.setdefault("reservation_timeout", 120)
+        kwargs.setdefault("reservation_timeout", 300)   # a TF node took over 120 s to start here under load
         return TFCluster.run(self.spark, map_fun, tf_args, nodes, 0, **kwargs)
 
     def warm_up(self, cluster, sources=SOURCES):
