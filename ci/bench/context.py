@@ -49,9 +49,19 @@ class Bench:
         if self.args.address:
             ray.init(address=self.args.address, log_to_driver=False, logging_level="WARNING")
         else:
-            # "local": a new cluster of this run, even when another session's `ray start` cluster is running
-            ray.init(address="local", num_cpus=self.args.ray_cpus, include_dashboard=False,
-                     log_to_driver=False, logging_level="WARNING")
+            # "local": a new cluster of this run, even when another session's `ray start` cluster is running.
+            # Ray waits 30 s (fixed) for its raylet to register; on this shared machine under load that
+            # sometimes passes, so the start is tried five times
+            for attempt in range(5):
+                try:
+                    ray.init(address="local", num_cpus=self.args.ray_cpus, include_dashboard=False,
+                             log_to_driver=False, logging_level="WARNING")
+                    break
+                except Exception as exc:  # noqa: BLE001  (Ray raises a bare Exception for this)
+                    if "timed out during startup" not in str(exc) or attempt == 4:
+                        raise
+                    log.warning("Ray did not start (%s); trying again", exc)
+                    ray.shutdown()
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         for name in ("ray.data", "ray.data._internal.execution.streaming_executor", "py4j"):
@@ -119,7 +129,7 @@ class Bench:
         kwargs.setdefault("num_cpus", self.args.node_cpus)
         kwargs.setdefault("import_tensorflow", False)
         kwargs.setdefault("chunk_bytes", self.chunk_bytes)
-        kwargs.setdefault("reservation_timeout", 120)
+        kwargs.setdefault("reservation_timeout", 300)   # a TF node took over 120 s to start here under load
         return TFCluster.run(self.spark, map_fun, tf_args, nodes, 0, **kwargs)
 
     def warm_up(self, cluster, sources=SOURCES):

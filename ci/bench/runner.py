@@ -24,11 +24,11 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 # generators from this package: they inherit this PYTHONPATH from the processes started here
 os.environ["PYTHONPATH"] = os.pathsep.join([CI] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                                    if p and p != CI])
-try:
-    import raytfnode  # noqa: F401  (installed, or on PYTHONPATH)
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, REPO)  # raytfnode from this checkout
-    os.environ["PYTHONPATH"] += os.pathsep + REPO
+if os.path.isdir(os.path.join(REPO, "raytfnode")):
+    # the raytfnode of this checkout is measured (in the driver, Ray workers and Spark workers), not
+    # whichever one is installed
+    sys.path.insert(0, REPO)
+    os.environ["PYTHONPATH"] = os.pathsep.join([CI, REPO] + os.environ["PYTHONPATH"].split(os.pathsep)[1:])
 
 import bench  # noqa: E402
 from bench import table  # noqa: E402
