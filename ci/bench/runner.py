@@ -39,7 +39,7 @@ from bench.targets import evaluate  # noqa: E402
 log = logging.getLogger("bench")
 
 ORDER = ("limits", "sources", "training", "startup", "memory", "scaling", "restart", "pipeline", "tfrecords", "peers")
-OPT_IN = ("peers",)   # run only when asked for (--peers or --only)
+OPT_IN = ("peers", "multinode")   # only when asked for (--peers, or --only NAME): own clusters
 
 
 def discover():
