@@ -246,7 +246,9 @@ def test_corrupt_file_fails_the_read_naming_file_and_offset(spark, tmp_path):
     bad = str(directory / "part-r-00001")
     open(bad, "wb").write(bytes(data))
     df = dfutil.loadTFRecords(spark.sparkContext, str(directory))
-    with pytest.raises(Exception) as caught:   # Spark's own wrapper of the worker's error  # noqa: B017
+    from pyspark.errors import PythonException
+
+    with pytest.raises(PythonException) as caught:   # lazy: Spark's wrapper of the worker's error
         df.collect()
     text = str(caught.value)
     assert "CorruptTFRecordError" in text and bad in text and "byte offset {}".format(second) in text

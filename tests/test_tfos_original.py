@@ -20,7 +20,7 @@ from conftest import subprocess_env
 
 ORIGINAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "original")
 MODULES = ["test_TFNode", "test_TFCluster", "test_TFParallel", "test_dfutil", "test_pipeline"]
-RUN_TIMEOUT = 1500
+RUN_TIMEOUT = 2400
 
 
 def _original_test_ids():

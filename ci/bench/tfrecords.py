@@ -86,7 +86,7 @@ def measure(tiny=False):
         shutil.rmtree(work, ignore_errors=True)
 
     def rate(size, seconds):
-        return round(size / 1e6 / seconds, 2)
+        return size / 1e6 / seconds
 
     result = {
         "rows": rows, "files": FILES, "float_features": FEATURES,
@@ -96,8 +96,11 @@ def measure(tiny=False):
         "dfutil_write_s": round(ours_write, 3), "raydata_write_s": round(theirs_write, 3),
         "dfutil_read_s": round(ours_read, 3), "raydata_read_s": round(theirs_read, 3),
     }
-    result["write_ratio"] = round(result["dfutil_write_mb_s"] / result["raydata_write_mb_s"], 3)
-    result["read_ratio"] = round(result["dfutil_read_mb_s"] / result["raydata_read_mb_s"], 3)
+    result["write_ratio"] = result["dfutil_write_mb_s"] / result["raydata_write_mb_s"]
+    result["read_ratio"] = result["dfutil_read_mb_s"] / result["raydata_read_mb_s"]
+    for key in ("dfutil_write_mb_s", "raydata_write_mb_s", "dfutil_read_mb_s", "raydata_read_mb_s",
+                "write_ratio", "read_ratio"):
+        result[key] = float("{:.4g}".format(result[key]))    # rounded last: tiny runs move well under 1 MB/s
     return result
 
 
