@@ -52,8 +52,6 @@ from .errors import unwrap
 logger = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.25
-STREAM_OPTIONS = ("checkpoint_location", "trigger", "query_name", "epoch_per_batch")
-INFERENCE_OPTIONS = ("output_schema", "keep_columns")
 
 _feeds = weakref.WeakKeyDictionary()   # cluster -> its StreamingFeeds, for shutdown()
 
@@ -383,12 +381,6 @@ class StreamingFeed:
 
 
 # ------------------------------------------------------------------ sources
-
-
-def _check_options(options, allowed, what):
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise BadInputError("{} takes no option(s) {}; its options are {}".format(what, unknown, list(allowed)))
 
 
 class StreamingDataFrameSource:
