@@ -127,6 +127,7 @@ def _mwms_stream_map_fun(args, ctx):
     _write_report(args["out"], ctx, {"epochs": per_epoch, "loss": [float(v) for v in history.history["loss"]]})
 
 
+@pytest.mark.timeout(900)
 @LOCAL_SPARK
 def test_file_stream_trains_two_mwms_workers_every_row_once_both_workers_in_every_batch(spark, no_leftovers,
                                                                                           tmp_path):
@@ -141,10 +142,10 @@ def test_file_stream_trains_two_mwms_workers_every_row_once_both_workers_in_ever
         feed = cluster.train(_file_stream(spark, source), checkpoint_location=str(tmp_path / "ckpt"),
                              epoch_per_batch=True)
         for number in (1, 2):   # the next file appears once the stream has fed the last one
-            _wait_until(lambda: feed.progress()["batches"] >= number, 240, "micro-batch {}".format(number))
+            _wait_until(lambda: feed.progress()["batches"] >= number, 600, "micro-batch {}".format(number))
             ids = files[number]
             _write_rows(str(source), "part-{}.parquet".format(number), ids, x[ids], y[ids])
-        _wait_until(lambda: feed.progress()["batches"] >= 3, 240, "micro-batch 3")
+        _wait_until(lambda: feed.progress()["batches"] >= 3, 600, "micro-batch 3")
         rows_per_node = feed.rows_per_node()
         cluster.shutdown(feed)    # nodes finish their 3 epochs; the query is stopped gracefully
     finally:
