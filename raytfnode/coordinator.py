@@ -95,13 +95,6 @@ class _Coordinator:
         self.forget(feed_id)
         return counts
 
-    def stream_rows(self, stream_key):
-        """Rows fed per slot over every recorded micro-batch of stream ``stream_key``."""
-        totals = [0] * self.num_slots
-        for counts in self.stream_batches.get(stream_key, {}).values():
-            totals = [t + c for t, c in zip(totals, counts)]
-        return totals
-
     def terminate(self, node_name):
         if self.terminated_by is None:
             self.terminated_by = node_name

@@ -52,8 +52,6 @@ from .errors import unwrap
 logger = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.25
-STREAM_OPTIONS = ("checkpoint_location", "trigger", "query_name", "epoch_per_batch")
-INFERENCE_OPTIONS = ("output_schema", "keep_columns")
 
 _feeds = weakref.WeakKeyDictionary()   # cluster -> its StreamingFeeds, for shutdown()
 
@@ -100,9 +98,14 @@ class _NodeWatch:
         self.cluster = cluster
         self.pending = {node.join.remote(None): eid for eid, node in enumerate(cluster.nodes)}
         self.outcomes = {}
+        self.lock = threading.Lock()   # the monitor and Spark's callback thread both poll
 
     def poll(self):
         """Collects outcomes; returns the first node failure as a ``NodeError``, or ``None``."""
+        with self.lock:
+            return self._poll()
+
+    def _poll(self):
         if self.pending:
             ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
             for ref in ready:
@@ -159,6 +162,7 @@ class StreamingFeed:
         self._batches = 0
         self._replayed = 0
         self._rows = 0
+        self._rows_per_slot = [0] * len(cluster._fed())
         self._last_batch_id = None
         self._watch = _NodeWatch(cluster)
         self._monitor = None
@@ -213,6 +217,7 @@ class StreamingFeed:
                 self.cluster.queue_actors[eid].put_marker.remote(self.qname, (END_EPOCH, target.feed_id, 0))
         self._batches += 1
         self._rows += sum(part["rows"] - part["skipped"] for part in stats)
+        self._rows_per_slot = [total + count for total, count in zip(self._rows_per_slot, counts)]
         self._last_batch_id = batch_id
 
     def _explain(self, exc):
@@ -357,9 +362,8 @@ class StreamingFeed:
         return self._error
 
     def rows_per_node(self):
-        """Rows fed to each fed node over the micro-batches fed whole: ``{'worker:0': rows, ...}``."""
-        counts = ray.get(self.cluster.coordinator.stream_rows.remote(self.stream_key))
-        return dict(zip((self.cluster._name(eid) for eid in self.cluster._fed()), counts))
+        """Rows this stream fed to each fed node in the micro-batches it fed whole: ``{'worker:0': rows, ...}``."""
+        return dict(zip((self.cluster._name(eid) for eid in self.cluster._fed()), self._rows_per_slot))
 
     def progress(self):
         """Batches and rows fed so far, rows per node, and the query's last progress report."""
@@ -377,12 +381,6 @@ class StreamingFeed:
 
 
 # ------------------------------------------------------------------ sources
-
-
-def _check_options(options, allowed, what):
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise BadInputError("{} takes no option(s) {}; its options are {}".format(what, unknown, list(allowed)))
 
 
 class StreamingDataFrameSource:
