@@ -20,5 +20,5 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -c ci/constraints.txt -e ".[spark,tensorboard,examples,test]"
+.venv/bin/python -m pip install --quiet -c ci/constraints.txt -e ".[spark,tensorboard,examples,test,docs]"
 echo "$want" > "$stamp"

@@ -142,7 +142,9 @@ def main(argv=None):
     parser.add_argument("--model_dir", default="ps_digits_model", help="where the chief saves the model")
     parser.add_argument("--num_cpus", type=int, default=None, help="logical CPUs of the local Ray "
                         "(default: one per TF node)")
-    parser.add_argument("--address", default=None, help="join this Ray cluster instead of starting one")
+    parser.add_argument("--address", default=None,
+                        help="join this Ray cluster (host:port or auto) instead of starting one; "
+                             "default: $RAY_ADDRESS when set")
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args(argv)
 
@@ -157,10 +159,11 @@ def main(argv=None):
     for stale in ("DONE", "RESULT"):
         if os.path.exists(os.path.join(model_dir, stale)):
             os.remove(os.path.join(model_dir, stale))
-    if args.address:
-        ray.init(address=args.address, log_to_driver=True, logging_level="WARNING")
+    address = args.address or os.environ.get("RAY_ADDRESS")   # ray job submit sets RAY_ADDRESS
+    if address and address != "local":
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
     else:
-        ray.init(num_cpus=args.num_cpus or num_executors, include_dashboard=False, log_to_driver=True,
+        ray.init(address="local", num_cpus=args.num_cpus or num_executors, include_dashboard=False, log_to_driver=True,
                  logging_level="WARNING")
     try:
         cluster = TFCluster.run(None, main_fun, args, num_executors, num_ps=args.num_ps, master_node="chief",

@@ -101,10 +101,11 @@ def main(argv=None):
 
     from raytfnode import TFCluster
 
-    if args.address:
-        ray.init(address=args.address, log_to_driver=True, logging_level="WARNING")
+    address = args.address or os.environ.get("RAY_ADDRESS")   # ray job submit sets RAY_ADDRESS
+    if address and address != "local":
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
     else:
-        ray.init(num_cpus=args.num_cpus, num_gpus=args.declare_gpus, include_dashboard=False,
+        ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.declare_gpus, include_dashboard=False,
                  log_to_driver=True, logging_level="WARNING")
     try:
         gpus = int(ray.cluster_resources().get("GPU", 0))

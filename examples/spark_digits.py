@@ -13,7 +13,12 @@ The whole job in one script:
 5. compute the held-out accuracy in Spark and print a summary.
 
 Run it with a bare ``python examples/spark_digits.py`` (add ``--tensorboard`` to
-start TensorBoard on the chief while training).
+start TensorBoard on the chief while training). ``--address host:port`` (or
+``RAY_ADDRESS``, which ``ray job submit`` sets) joins a running Ray cluster instead
+of starting one; the script then needs 4 free Ray CPUs (2 Spark executors, 2 TF
+nodes). Progress of the training feed shows on stderr; ``RAYTFNODE_PROGRESS=0``
+hides it and ``RAYTFNODE_LOG_LEVEL=verbose`` shows every start-up line of
+TensorFlow, Ray and Spark.
 """
 import argparse
 import os
@@ -147,6 +152,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--export_dir", default=None, help="SavedModel directory (default: a temporary one)")
     parser.add_argument("--num_cpus", type=int, default=6, help="logical CPUs of the local Ray")
+    parser.add_argument("--address", default=None,
+                        help="join this Ray cluster (host:port or auto) instead of starting a local one; "
+                             "default: $RAY_ADDRESS when set (ray job submit sets it)")
     parser.add_argument("--tensorboard", action="store_true", help="run TensorBoard on the chief while training")
     parser.add_argument("--keep_export", action="store_true", help="keep the temporary export dir")
     args = parser.parse_args(argv)
@@ -165,7 +173,11 @@ def main(argv=None):
 
     from raytfnode import TFCluster
 
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address and address != "local":
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+    else:
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
     phase("ray")
     spark = raydp.init_spark("spark_digits", num_executors=2, executor_cores=1, executor_memory="1GB",
                              configs={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",

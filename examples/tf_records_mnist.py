@@ -141,7 +141,9 @@ def main(argv=None):
     parser.add_argument("--data_dir", default="digits_tfrecords", help="where the TFRecords are written")
     parser.add_argument("--model_dir", default="digits_tfrecords_model", help="where the chief saves the model")
     parser.add_argument("--num_cpus", type=int, default=4, help="logical CPUs of the local Ray")
-    parser.add_argument("--address", default=None, help="join this Ray cluster instead of starting one")
+    parser.add_argument("--address", default=None,
+                        help="join this Ray cluster (host:port or auto) instead of starting one; "
+                             "default: $RAY_ADDRESS when set")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
 
@@ -154,10 +156,11 @@ def main(argv=None):
     print("wrote {} training rows in {} shards and {} test rows to {}".format(
         train_rows, args.num_shards, test_rows, os.path.abspath(args.data_dir)), flush=True)
 
-    if args.address:
-        ray.init(address=args.address, log_to_driver=True, logging_level="WARNING")
+    address = args.address or os.environ.get("RAY_ADDRESS")   # ray job submit sets RAY_ADDRESS
+    if address and address != "local":
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
     else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
     try:
         cluster = TFCluster.run(None, main_fun, args, args.cluster_size, num_ps=0, master_node="chief",
                                 input_mode=TFCluster.InputMode.TENSORFLOW)

@@ -78,12 +78,15 @@ def export_saved_model(sess, export_dir, tag_set, signatures):
 
     And this function will generate the signature_def_map and export the saved_model.
 
-    ``sess`` may be a ``tf.compat.v1.Session`` (tensor names as in its graph), or,
-    on TensorFlow 2, a Keras model or ``tf.Module`` (tensor names are the names of
-    the model's inputs and outputs; one input or output may be named by any alias).
+    ``sess`` may be a ``tf.compat.v1.Session`` (tensors given by name, ``'x:0'``
+    or ``'x'``, or as tensor objects of its graph), or, on TensorFlow 2, a Keras
+    model (tensors are the model's inputs and outputs, by name or as objects; a
+    model with one input or output takes it under any name). A ``tf.Module``
+    is not taken: save it with ``tf.saved_model.save``. Without ``method_name`` a
+    signature gets its key as method name, as in TensorFlowOnSpark.
 
     Args:
-      :sess: a ``tf.compat.v1.Session``, a Keras model or a ``tf.Module``.
+      :sess: a ``tf.compat.v1.Session`` or a Keras model.
       :export_dir: path to save exported saved_model.
       :tag_set: string tag_set to identify the exported graph (comma-separated tags).
       :signatures: simplified dictionary representation of a TensorFlow signature_def_map.

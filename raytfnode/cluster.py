@@ -19,6 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
+from . import logs
 from . import roles as roles_lib
 from .chunks import DEFAULT_CHUNK_BYTES
 from .coordinator import CoordinatorActor
@@ -26,6 +27,7 @@ from .errors import (BadInputError, ClusterStoppedError, FeedTimeoutError, NodeE
                      ReservationTimeoutError, ShutdownTimeoutError)
 from .feed_queue import END_EPOCH, END_FEED, NodeQueuesActor
 from .feeding import FeedTarget
+from .manager import manager_address
 from .node import TFNodeActor
 from .progress import FeedProgress
 from .resources import check_feasible, check_placement_feasible, describe_request, node_request
@@ -77,6 +79,7 @@ class TFCluster:
         self._probed = False       # silent nodes were probed for this attempt's failure
         self._stray_refs = []      # refs given up on (dead nodes): read before release, so Ray prints nothing
         self._recovering = None    # the restart record waiting for the new nodes to consume
+        self._progress = None      # run(progress=...): None follows RAYTFNODE_PROGRESS
 
     # ------------------------------------------------------------ helpers
 
@@ -220,9 +223,12 @@ class TFCluster:
         mappings = ray.get([self.queue_actors[eid].kv_get.remote("input_mapping:" + qname) for eid in self._fed()])
         return next((mapping for mapping in mappings if mapping), None)
 
-    def _watch(self, job, target, description):
+    def _watch(self, job, target, description, progress=None):
         """Runs ``job(cancel_event)`` on a thread while watching the nodes; returns its result."""
-        progress = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, description)
+        own_progress = progress is None
+        if own_progress:
+            progress = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, description,
+                                    enabled=self._progress)
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="raytfnode-feed") as pool:
             future = pool.submit(job)
             next_timeout_check = time.monotonic() + 1.0
@@ -249,7 +255,8 @@ class TFCluster:
                     raise
                 raise error from exc
             finally:
-                progress.close()
+                if own_progress:
+                    progress.close()
 
     def _raise_feed_failure(self, target):
         """Fails the feed as soon as one producer hit bad input or feed_timeout, instead of after Spark's retries."""
@@ -311,7 +318,8 @@ class TFCluster:
         from .bridges.errors import unwrap
         return unwrap(exc)
 
-    def train(self, data, num_epochs=0, feed_timeout=600, qname="input"):
+    def train(self, dataRDD=None, num_epochs=0, feed_timeout=600, qname="input", *, data=None, progress=None,
+              **stream_options):
         """*For InputMode.SPARK only*. Feeds ``data`` to the TF nodes for training and waits until it was read.
 
         Every row of every epoch reaches exactly one fed node (chief/master/workers),
@@ -323,60 +331,87 @@ class TFCluster:
         the feed resumes at the epoch the restarted ``map_fun`` resumes at (see
         :meth:`raytfnode.context.TFNodeContext.resume_feed`), each epoch from its start.
 
+        A streaming DataFrame or a DStream is fed micro-batch by micro-batch while the
+        call returns at once; see :mod:`raytfnode.bridges.streaming`.
+
         Args:
-          :data: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (lists of rows).
+          :dataRDD: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (lists of rows),
+            or a streaming DataFrame or DStream; ``data=`` is the same argument by raytfnode's earlier name.
           :num_epochs: number of times to feed the data; ``0`` keeps TensorFlowOnSpark's default of 10.
           :feed_timeout: seconds a producer waits on a node that reads nothing before failing.
           :qname: the queue to feed, ``'input'`` or another name given to ``run(queues=...)``.
+          :progress: show the feed's progress (epoch, rows, rows/s, ETA); ``None`` takes ``run(progress=...)``.
+          :stream_options: for a stream only: ``checkpoint_location``, ``trigger`` (a dict such as
+            ``{'availableNow': True}``), ``query_name``, ``epoch_per_batch``.
 
         Returns:
           A dict with ``rows`` fed per epoch, ``consumed`` and ``skipped`` rows, ``epochs``, ``seconds``
           and ``restarts`` (one record per restart: ``attempt``, ``node``, ``error``, ``resume_epoch``,
-          ``recovery_seconds`` from the failure seen to the new nodes consuming, ``rows_refed``).
+          ``recovery_seconds`` from the failure seen to the new nodes consuming, ``rows_refed``);
+          for a stream, its running :class:`raytfnode.bridges.streaming.StreamingFeed`.
         """
+        data = _data_argument(dataRDD, data)
         self._check_feed_args(qname, feed_timeout)
         if not isinstance(num_epochs, int) or num_epochs < 0:
             raise BadInputError("num_epochs must be an integer >= 0, got {!r}".format(num_epochs))
         from .bridges import source_for
         source = source_for(data, self.sc)
         source.validate(self._input_mapping(qname))
+        if getattr(source, "streaming", False):
+            return source.train_stream(self, qname, feed_timeout, num_epochs=num_epochs, **stream_options)
+        if stream_options:
+            raise BadInputError("options {} apply to a stream only".format(sorted(stream_options)))
         if num_epochs == 0:
             logger.info("num_epochs=0: feeding the data %d times (TensorFlowOnSpark's default)", DEFAULT_EPOCHS)
             num_epochs = DEFAULT_EPOCHS
         report = {"epochs": 0, "rows": 0, "consumed": 0, "skipped": 0, "partitions": 0, "seconds": 0.0,
                   "restarts": []}
         epoch_rows = {}       # epoch -> rows fed in it (completed epochs)
-        progress = {"epoch": 0, "fed_at_epoch_start": 0}
+        position = {"epoch": 0, "fed_at_epoch_start": 0}
         started = time.monotonic()
         epoch = 0
+        failure = None
         while True:
+            if failure is not None:
+                record, failure = self._restart(failure), None   # raises when the policy says no more
+                record["rows_refed"] = max(0, record.pop("fed_rows") - position["fed_at_epoch_start"])
+                report["restarts"].append(record)
+                try:
+                    record["resume_epoch"] = self._resume_epoch()
+                except NodeError as error:
+                    failure = error
+                    continue
+                epoch = min(record["resume_epoch"], num_epochs)
+                record["rows_refed"] += sum(rows for e, rows in epoch_rows.items() if epoch <= e < position["epoch"])
             try:
                 self._raise_node_error()
-                self._feed_epochs(source, qname, feed_timeout, epoch, num_epochs, report, epoch_rows, progress)
+                self._feed_epochs(source, qname, feed_timeout, epoch, num_epochs, report, epoch_rows, position,
+                                  progress)
                 self._raise_node_error()
                 break
             except NodeError as error:
-                record = self._restart(error)
-                epoch = min(record["resume_epoch"], num_epochs)
-                interrupted = progress["epoch"]
-                record["rows_refed"] = sum(rows for e, rows in epoch_rows.items() if epoch <= e < interrupted) + \
-                    max(0, record.pop("fed_rows") - progress["fed_at_epoch_start"])
-                report["restarts"].append(record)
+                failure = error
         report["seconds"] = time.monotonic() - started
         if report["skipped"]:
             logger.info("train(): %d rows skipped after DataFeed.terminate()", report["skipped"])
         return report
 
-    def _feed_epochs(self, source, qname, feed_timeout, first_epoch, num_epochs, report, epoch_rows, progress):
+    def _feed_epochs(self, source, qname, feed_timeout, first_epoch, num_epochs, report, epoch_rows, position,
+                     show=None):
         """Feeds epochs ``first_epoch..num_epochs-1`` to the current attempt's nodes."""
         target = self._target(qname, feed_timeout)
+        display = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, "train",
+                               num_epochs=num_epochs, enabled=self._progress if show is None else show)
         try:
             for epoch in range(first_epoch, num_epochs):
-                progress["epoch"] = epoch
-                progress["fed_at_epoch_start"] = self._fed_rows()
+                position["epoch"] = epoch
+                position["fed_at_epoch_start"] = self._fed_rows()
                 job = source.train_job(target, epoch)
-                stats = self._watch(job, target, "epoch {}/{}".format(epoch + 1, num_epochs))
+                display.start_epoch(epoch)
+                stats = self._watch(job, target, "epoch {}/{}".format(epoch + 1, num_epochs), display)
+                self._check_recovered()   # an epoch shorter than one watch interval is seen here
                 rows = sum(part["rows"] for part in stats)
+                display.end_epoch(rows)
                 epoch_rows[epoch] = rows
                 report["epochs"] += 1
                 report["partitions"] += len(stats)
@@ -394,6 +429,7 @@ class TFCluster:
                         report["rows"] += skipped_epochs   # rows == consumed + skipped
                     break
         finally:
+            display.close()
             try:
                 self.coordinator.forget.remote(target.feed_id)
             except Exception:  # noqa: BLE001  (a restart replaced the coordinator)
@@ -419,7 +455,8 @@ class TFCluster:
         """Stops every node and starts a new set after ``error``, or raises it when the policy says no.
 
         Returns the restart's record for ``train()``'s report (with ``fed_rows``: rows
-        the failed attempt's nodes were fed, for the caller's accounting).
+        the failed attempt's nodes were fed, for the caller's accounting). Call it outside
+        the ``try`` that catches node errors: its own error is the final one.
         """
         seen_at = time.time()
         stats = self._fed_stats()
@@ -437,10 +474,14 @@ class TFCluster:
                        len(self.failures), "unlimited" if self._policy.max_failures < 0 else self._policy.max_failures)
         self._release(final=False)
         self.attempt += 1
-        _launch(self)
+        try:
+            _launch(self)
+        except ReservationTimeoutError as exc:
+            raise ReservationTimeoutError("cannot restart the cluster after {} failed ({}): {}".format(
+                error.node, _first_line_of(error.message), exc)) from error
         record = {"attempt": self.attempt, "node": error.node, "error": error.message, "seen_at": seen_at,
-                  "recovery_seconds": None, "fed_rows": sum(stat.get("fed_rows", 0) for stat in stats)}
-        record["resume_epoch"] = self._resume_epoch()
+                  "resume_epoch": 0, "recovery_seconds": None,
+                  "fed_rows": sum(stat.get("fed_rows", 0) for stat in stats)}
         self._recovering = record
         return record
 
@@ -475,7 +516,7 @@ class TFCluster:
             self._recovering["recovery_seconds"] = time.time() - self._recovering["seen_at"]
             self._recovering = None
 
-    def inference(self, data, feed_timeout=600, qname="input"):
+    def inference(self, dataRDD=None, feed_timeout=600, qname="input", *, data=None, **stream_options):
         """*For InputMode.SPARK only*. Feeds ``data`` for inference and returns the results.
 
         Results come back one per input row, in input order per partition:
@@ -485,14 +526,22 @@ class TFCluster:
         fed nodes.
 
         Args:
-          :data: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions.
+          :dataRDD: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (or ``data=``).
           :feed_timeout: seconds a producer waits on a node that answers nothing before failing.
           :qname: the queue to feed.
+          :stream_options: for a streaming DataFrame (whose results come back as a streaming
+            DataFrame): ``output_schema`` (the result columns) and ``keep_columns`` (input columns
+            to keep beside each result).
         """
+        data = _data_argument(dataRDD, data)
         self._check_feed_args(qname, feed_timeout)
         from .bridges import source_for
         source = source_for(data, self.sc)
         source.validate(self._input_mapping(qname))
+        if stream_options and not getattr(source, "streaming", False):
+            raise BadInputError("options {} apply to a stream only".format(sorted(stream_options)))
+        if getattr(source, "streaming", False):
+            return source.inference(self._target(qname, feed_timeout), self, **stream_options)
         self._raise_node_error()
         return source.inference(self._target(qname, feed_timeout), self)
 
@@ -503,13 +552,17 @@ class TFCluster:
         work the failed call left undone (an inference source re-runs the partitions
         whose results did not come back).
         """
+        failure = None
         while True:
+            if failure is not None:
+                self._restart(failure)   # raises when the policy says no more
+                failure = None
+                target = self._target(target.qname, target.feed_timeout)
             try:
                 self._raise_node_error()
                 return step(target)
             except NodeError as error:
-                self._restart(error)
-                target = self._target(target.qname, target.feed_timeout)
+                failure = error
 
     def shutdown(self, ssc=None, grace_secs=0, timeout=259200):
         """Stops the cluster: ends the feeds, waits for the nodes' ``map_fun``, releases every actor.
@@ -520,35 +573,35 @@ class TFCluster:
         after everything was released.
 
         Args:
-          :ssc: a ``StreamingContext``, waited for before shutting down.
+          :ssc: a ``StreamingContext`` (or a ``StreamingQuery`` / ``StreamingFeed`` of ``train``), waited
+            for until it ends, every fed node's ``map_fun`` returned or a node called ``terminate()``,
+            then stopped gracefully. Streams still feeding the cluster are stopped first.
           :grace_secs: seconds to let ``ps``/``evaluator`` nodes finish on their own.
           :timeout: seconds to wait for the nodes; then every actor is stopped and
             :class:`raytfnode.errors.ShutdownTimeoutError` is raised (the process goes on).
+            ``-1`` (or any value <= 0) waits with no timeout, as in TensorFlowOnSpark.
         """
         if self._stopped:
             return
         started = time.monotonic()
         error = None
         try:
-            if ssc is not None:
-                while not ssc.awaitTerminationOrTimeout(1):
-                    self._poll_nodes()
-                    if all(eid in self._outcomes for eid in self._fed()):
-                        ssc.stop(stopSparkContext=False, stopGraceFully=True)
+            from .bridges.streaming import end_streams
+            end_streams(self, ssc)
             if self.input_mode == InputMode.SPARK:
                 for eid in self._fed():
                     for qname in self.queues:
                         if qname not in CONTROL_QUEUES:
                             self.queue_actors[eid].put_marker.remote(qname, (END_FEED,))
             workers = set(self._fed())
-            deadline = started + timeout
+            deadline = started + timeout if timeout and timeout > 0 else float("inf")
             while not workers.issubset(self._outcomes):
                 if time.monotonic() > deadline:
                     running = [self._name(eid) for eid in sorted(workers - set(self._outcomes))]
                     raise ShutdownTimeoutError(
                         "shutdown(timeout={}) expired with map_fun still running on {}; every actor of the "
                         "cluster was stopped".format(timeout, ", ".join(running)))
-                self._poll_nodes(timeout=min(WATCH_SECONDS, max(0.0, deadline - time.monotonic())))
+                self._poll_nodes(timeout=max(0.0, min(WATCH_SECONDS, deadline - time.monotonic())))
                 if self._first_error() is not None:
                     break
             others = set(range(len(self.roles))) - workers
@@ -620,12 +673,25 @@ class TFCluster:
 
 
 def _default_fs(sc):
+    """Spark's ``fs.defaultFS`` as TensorFlowOnSpark gives it: ``file:///`` becomes ``file://``."""
     if sc is None:
         return "file://"
     try:
-        return sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file://"
+        default_fs = sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file://"
     except Exception:  # noqa: BLE001
         return "file://"
+    if default_fs.startswith("file://") and len(default_fs) > 7 and default_fs.endswith("/"):
+        default_fs = default_fs[:-1]
+    return default_fs
+
+
+def _data_argument(dataRDD, data):
+    if dataRDD is not None and data is not None:
+        raise BadInputError("give the data once, as dataRDD (TensorFlowOnSpark's name) or data, not both")
+    if dataRDD is None and data is None:
+        raise BadInputError("no data to feed: pass dataRDD (an RDD, a DataFrame, a Ray Dataset or a list of "
+                            "partitions)")
+    return dataRDD if dataRDD is not None else data
 
 
 def _spark_context(sc):
@@ -638,8 +704,8 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         log_dir=None, driver_ps_nodes=False, master_node=None, reservation_timeout=600,
         queues=("input", "output", "error"), eval_node=False, release_port=True, *, num_cpus=1, num_gpus=0,
         resources=None, memory=None, role_resources=None, placement_strategy=None, queue_max_bytes=64 << 20,
-        chunk_bytes=DEFAULT_CHUNK_BYTES, working_dir=None, import_tensorflow=True, env_vars=None,
-        runtime_env=None, data_locality=True, max_failures=0, checkpoint_dir=None):
+        chunk_bytes=DEFAULT_CHUNK_BYTES, working_dir=None, import_tensorflow=True, env_vars=None, log_level=None,
+        progress=None, runtime_env=None, data_locality=True, max_failures=0, checkpoint_dir=None):
     """Starts the TensorFlow cluster on Ray and runs ``map_fun`` on every node.
 
     Args:
@@ -671,6 +737,11 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
       :working_dir: working directory of the nodes for relative paths (default: the driver's).
       :import_tensorflow: import TensorFlow in every node while they start.
       :env_vars: extra environment variables for the node processes.
+      :log_level: ``'quiet'`` (default) keeps TensorFlow's and Ray's start-up chatter out of the console,
+        ``'verbose'`` shows everything; ``None`` follows ``RAYTFNODE_LOG_LEVEL`` / ``RAYTFNODE_VERBOSE``
+        (see :mod:`raytfnode.logs`).
+      :progress: show the progress of ``train``/``inference`` feeds; ``None`` follows ``RAYTFNODE_PROGRESS``
+        (on unless ``0``).
       :runtime_env: Ray runtime environment of the node actors (``working_dir``, ``py_modules``,
         ``pip``, ``env_vars``): how ``map_fun``'s own modules reach machines that do not have them,
         the role ``--py-files`` had for TensorFlowOnSpark.
@@ -695,6 +766,10 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         template = roles_lib.cluster_template(num_executors, num_ps, master_node, eval_node)
     except ValueError as exc:
         raise BadInputError(str(exc)) from None
+    try:
+        log_level = logs.apply_driver_defaults(log_level)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
     queues = tuple(queues)
     if "input" not in queues:
         raise BadInputError("queues must include 'input', got {}".format(list(queues)))
@@ -712,6 +787,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
     cluster._chunk_bytes = chunk_bytes
     cluster._data_locality = bool(data_locality)
     cluster._policy = policy
+    cluster._progress = progress
     requests = [node_request(job_name, num_cpus, num_gpus, memory, resources, role_resources)
                 for job_name, _ in cluster.roles]
     working_dir = working_dir or os.getcwd()
@@ -729,6 +805,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         "release_port": release_port,
         "tensorboard": tensorboard,
         "master_node": master_node,
+        "log_level": log_level,
         "context_fields": {
             "defaultFS": _default_fs(cluster.sc),
             "working_dir": working_dir,
@@ -773,14 +850,16 @@ def _launch(cluster):
     started = time.monotonic()
     try:
         _start_actors(cluster, requests, config["placement_strategy"], config["driver_ps_nodes"],
-                      config["queue_max_bytes"], config["runtime_env"], config["reservation_timeout"])
+                      config["queue_max_bytes"], config["runtime_env"], config["reservation_timeout"],
+                      config["log_level"])
         infos = _reserve(cluster, requests, config["reservation_timeout"], config["import_tensorflow"])
-        cluster.cluster_info = [dict(info, job_name=job, task_index=index)
-                                for info, (job, index) in zip(infos, cluster.roles)]
+        cluster.cluster_info = [dict(info, job_name=job, task_index=index,
+                                     addr=manager_address(cluster.namespace, cluster._queue_actor_name(eid)))
+                                for eid, (info, (job, index)) in enumerate(zip(infos, cluster.roles))]
         addresses = ["{}:{}".format(info["host"], info["port"]) for info in infos]
         cluster.cluster_spec = roles_lib.cluster_spec(cluster.roles, addresses)
         fed = cluster._fed()
-        context_fields = dict(config["context_fields"], num_workers=len(fed), attempt=cluster.attempt)
+        context_fields = dict(config["context_fields"], attempt=cluster.attempt)
         starts = [node.start.remote(config["payload"], cluster.cluster_spec,
                                     dict(context_fields, detect_resume=cluster.attempt > 0 and eid == fed[0]),
                                     config["release_port"])
@@ -818,13 +897,17 @@ def _wait_started(cluster, starts):
                 _death_message(exc))) from None
 
 
+def _first_line_of(text):
+    return text.strip().splitlines()[0] if text and text.strip() else ""
+
+
 def _death_message(exc):
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return "its actor died ({}); the process was killed, ran out of memory, or its machine was lost".format(first)
 
 
 def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_max_bytes, runtime_env,
-                  reservation_timeout):
+                  reservation_timeout, log_level=logs.QUIET):
     names = [roles_lib.node_name(*r) for r in cluster.roles]
     fed = cluster._fed()
     # bookkeeping actors (0 CPU) on the driver's machine: they must outlive any machine of TF nodes, so a
@@ -865,7 +948,7 @@ def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_
         if strategies[eid] is not None:
             options["scheduling_strategy"] = strategies[eid]
         cluster.nodes.append(TFNodeActor.options(**options).remote(
-            job_name, task_index, eid, cluster.queue_actors[eid]))
+            job_name, task_index, eid, cluster.queue_actors[eid], log_level))
 
 
 def _reserve(cluster, requests, reservation_timeout, import_tensorflow):

@@ -2,6 +2,11 @@
 from . import paths
 
 
+def count_workers(cluster_spec):
+    """The number of training nodes in ``cluster_spec``: its ``chief``, ``master`` and ``worker`` tasks."""
+    return sum(len(cluster_spec.get(job, ())) for job in ("chief", "master", "worker"))
+
+
 class TFNodeContext:
     """Metadata of one TF node, passed to ``map_fun(args, ctx)``.
 
@@ -10,7 +15,8 @@ class TFNodeContext:
       :job_name: the node's role: ``'ps'``, ``'chief'``/``'master'``, ``'evaluator'`` or ``'worker'``.
       :task_index: the node's index within its role.
       :cluster_spec: dict ``{job_name: ['host:port', ...]}`` of the whole cluster.
-      :num_workers: number of nodes that train (chief/master and workers).
+      :num_workers: number of nodes that train: the ``chief``, ``master`` and ``worker`` entries of
+        ``cluster_spec`` (given explicitly where there is no cluster spec, as in ``TFParallel``).
       :defaultFS: the default filesystem (``fs.defaultFS`` of the Spark context, else ``'file://'``).
       :working_dir: directory for relative ``file://`` paths.
       :mgr: the node's ``TFManager`` (its queues and shared state).
@@ -27,14 +33,14 @@ class TFNodeContext:
     """
 
     def __init__(self, executor_id=0, job_name="", task_index=0, cluster_spec=None, defaultFS="file://",
-                 working_dir=".", mgr=None, tmp_socket=None, num_workers=0, gpu_ids=(), resources=None,
+                 working_dir=".", mgr=None, tmp_socket=None, num_workers=None, gpu_ids=(), resources=None,
                  log_dir=None, attempt=0, checkpoint_dir=None, resume_epoch=None):
         self.executor_id = executor_id
         self.worker_num = executor_id
         self.job_name = job_name
         self.task_index = task_index
         self.cluster_spec = cluster_spec or {}
-        self.num_workers = num_workers
+        self.num_workers = num_workers if num_workers is not None else count_workers(self.cluster_spec)
         self.defaultFS = defaultFS
         self.working_dir = working_dir
         self.mgr = mgr

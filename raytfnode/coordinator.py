@@ -46,6 +46,8 @@ class _Coordinator:
         self.assigned = {}     # chunk key -> counts per slot
         self.terminated_by = None
         self.bad_input = {}    # feed_id -> message of the first BadInputError a producer met
+        self.level_of = {}     # feed_id -> shared totals key (the micro-batches of one stream)
+        self.stream_batches = {}  # stream key -> {batch id: rows fed per slot}
 
     def assign(self, feed_id, epoch, chunk_key, num_rows, slot=None):
         """Rows per slot for one chunk, or ``None`` once a node called terminate().
@@ -57,7 +59,7 @@ class _Coordinator:
             return self.assigned[chunk_key]
         if self.terminated_by is not None:
             return None
-        totals = self.totals.setdefault((feed_id, epoch), [0] * self.num_slots)
+        totals = self.totals.setdefault(self.level_of.get(feed_id, (feed_id, epoch)), [0] * self.num_slots)
         if slot is None:
             counts = level_split(totals, num_rows)
         else:
@@ -66,6 +68,31 @@ class _Coordinator:
         for i, c in enumerate(counts):
             totals[i] += c
         self.assigned[chunk_key] = counts
+        return counts
+
+    def share_level(self, feed_id, level_key):
+        """Levels the chunks of feed ``feed_id`` together with every feed sharing ``level_key``.
+
+        A stream feeds each micro-batch as a feed of its own (its chunk keys name the batch); sharing
+        one ``level_key`` (a tuple) keeps the nodes within one row of each other over the whole stream.
+        """
+        self.level_of[feed_id] = tuple(level_key)
+
+    def stream_batch(self, stream_key, batch_id):
+        """Rows per slot of micro-batch ``batch_id`` of stream ``stream_key`` when it was fed whole, else ``None``."""
+        return self.stream_batches.get(stream_key, {}).get(batch_id)
+
+    def finish_stream_batch(self, stream_key, batch_id, feed_id):
+        """Micro-batch ``batch_id``, fed as feed ``feed_id``, was fed whole and read: records it and forgets the feed.
+
+        A replay of the batch (same id) is then not fed again. Returns the rows fed per slot.
+        """
+        counts = [0] * self.num_slots
+        for key, assigned in self.assigned.items():
+            if key[0] == feed_id:
+                counts = [c + a for c, a in zip(counts, assigned)]
+        self.stream_batches.setdefault(stream_key, {})[batch_id] = counts
+        self.forget(feed_id)
         return counts
 
     def terminate(self, node_name):
@@ -94,6 +121,7 @@ class _Coordinator:
         for key in [k for k in self.assigned if k[0] == feed_id]:
             del self.assigned[key]
         self.bad_input.pop(feed_id, None)
+        self.level_of.pop(feed_id, None)
 
 
 CoordinatorActor = ray.remote(num_cpus=0)(_Coordinator)

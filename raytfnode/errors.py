@@ -14,13 +14,13 @@ class NodeError(RayTFNodeError):
     """A TF node failed: its ``map_fun`` raised, or its actor died.
 
     Attributes:
-      job_name: the node's role (``chief``, ``worker``, ``ps``, ``evaluator``).
-      task_index: the node's index within its role.
-      remote_traceback: the traceback text from the node's process, or ``None``
+      :job_name: the node's role (``chief``, ``worker``, ``ps``, ``evaluator``).
+      :task_index: the node's index within its role.
+      :remote_traceback: the traceback text from the node's process, or ``None``
         when the process died without one (killed, out of memory, machine lost).
-      related: failures of other nodes seen with this one, most likely its
+      :related: failures of other nodes seen with this one, most likely its
         consequences (a survivor whose collective broke when its peer died).
-      attempts: with ``max_failures``, the failure of every earlier attempt of
+      :attempts: with ``max_failures``, the failure of every earlier attempt of
         the cluster, oldest first (each a ``NodeError``).
     """
 

@@ -12,18 +12,41 @@ Ray task or actor it is handed to::
     q.put(None)                       # end of feed
     feed = DataFeed(mgr)
     feed.next_batch(2)                # [0, 1]
+
+Another process of the same Ray cluster reaches a running manager by its
+address (``mgr.address``, also ``cluster_info[i]['addr']`` of a ``TFCluster``)::
+
+    mgr = TFManager.connect(address, authkey)
+
+An address is ``'<Ray namespace>/<queue actor name>'``: queue actors are named
+Ray actors, so any driver, task or actor connected to the cluster finds them.
 """
 import logging
 import queue as stdlib_queue
+import uuid
 
 import ray
 
+from .errors import BadInputError, ClusterStoppedError
 from .feed_queue import CHUNK, END_FEED, ITEM, NodeQueuesActor
 from .stored import chunk_of
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_QUEUES = ("input", "output", "error")
+MANAGER_NAMESPACE = "raytfnode-managers"
+
+
+def manager_address(namespace, actor_name):
+    """The address of the queue actor ``actor_name`` in Ray namespace ``namespace``."""
+    return "{}/{}".format(namespace, actor_name)
+
+
+def _parse_address(address):
+    if not isinstance(address, str) or address.count("/") != 1 or not all(address.split("/")):
+        raise BadInputError("a TFManager address is '<Ray namespace>/<queue actor name>' (mgr.address or "
+                            "cluster_info[i]['addr']), got {!r}".format(address))
+    return address.split("/")
 
 
 class TFManager:
@@ -34,9 +57,42 @@ class TFManager:
       :node_name: the node's name (``'worker:0'``), for messages.
     """
 
-    def __init__(self, actor, node_name="local:0"):
+    def __init__(self, actor, node_name="local:0", address=None):
         self._actor = actor
         self.node_name = node_name
+        self._address = address
+
+    @property
+    def address(self):
+        """This manager's address for :meth:`connect`: ``'<Ray namespace>/<queue actor name>'``."""
+        if self._address is None:
+            self._address = _address_of(self._actor)
+        return self._address
+
+    @classmethod
+    def connect(cls, address, authkey=None):
+        """Connects to the running manager at ``address`` (``mgr.address``, or ``cluster_info[i]['addr']``).
+
+        Args:
+          :address: ``'<Ray namespace>/<queue actor name>'``.
+          :authkey: accepted for compatibility; Ray's own authentication applies.
+
+        Returns:
+          A ``TFManager`` of the same queues and state. Ray is joined (``address='auto'``) when this process
+          is not connected yet.
+
+        Raises:
+          :raytfnode.errors.ClusterStoppedError: when no manager runs at ``address``.
+        """
+        namespace, name = _parse_address(address)
+        if not ray.is_initialized():
+            ray.init(address="auto")
+        try:
+            actor = ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            raise ClusterStoppedError("no TFManager runs at {}: its node or cluster was shut down (or the address "
+                                      "is of another Ray cluster)".format(address)) from None
+        return cls(actor, name, address)
 
     @classmethod
     def start(cls, authkey=None, queues=DEFAULT_QUEUES, mode="local", max_bytes=64 << 20, node_name="local:0"):
@@ -56,8 +112,10 @@ class TFManager:
         if not ray.is_initialized():
             logger.info("Ray is not running: starting a local Ray instance for TFManager")
             ray.init()
-        actor = NodeQueuesActor.remote(node_name, list(queues), max_bytes)
-        return cls(actor, node_name)
+        name = "raytfnode-manager-" + uuid.uuid4().hex[:12]
+        actor = NodeQueuesActor.options(name=name, namespace=MANAGER_NAMESPACE).remote(
+            node_name, list(queues), max_bytes)
+        return cls(actor, node_name, manager_address(MANAGER_NAMESPACE, name))
 
     def get_queue(self, name):
         """The named queue, with the interface of a joinable ``queue.Queue``."""
@@ -77,6 +135,22 @@ class TFManager:
 
     def __repr__(self):
         return "TFManager(node={})".format(self.node_name)
+
+
+def _address_of(actor):
+    """The address of a queue actor known only by its handle (a node's ``ctx.mgr``): found among named actors."""
+    wanted = actor._actor_id
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if not entry["name"].startswith("raytfnode-"):
+            continue
+        try:
+            found = ray.get_actor(entry["name"], namespace=entry["namespace"])
+        except ValueError:
+            continue
+        if found._actor_id == wanted:
+            return manager_address(entry["namespace"], entry["name"])
+    raise ClusterStoppedError("this TFManager's queue actor has no name (or is gone); only managers of a running "
+                              "node or from TFManager.start have an address")
 
 
 class JoinableQueue:

@@ -19,6 +19,7 @@ import traceback
 import ray
 
 from .context import TFNodeContext
+from .logs import QUIET, quiet_node_stderr
 from .manager import TFManager
 
 logger = logging.getLogger(__name__)
@@ -46,13 +47,15 @@ def _gpu_ids():
 class _TFNode:
     """Actor body. Created by :func:`raytfnode.cluster.run`; not meant to be used directly."""
 
-    def __init__(self, job_name, task_index, executor_id, queues_actor):
+    def __init__(self, job_name, task_index, executor_id, queues_actor, log_level=QUIET):
         self.job_name = job_name
         self.task_index = task_index
         self.executor_id = executor_id
         self.name = "{}:{}".format(job_name, task_index)
         self.queues = queues_actor
         self.gpu_ids = _gpu_ids()
+        # TensorFlow's start-up lines and, without a GPU, its cuInit probe error stay out of the console
+        quiet_node_stderr(log_level, has_gpu=bool(self.gpu_ids))
         # before TensorFlow is imported anywhere in this process (set here, not in a runtime_env, so the
         # actor can start in one of Ray's idle worker processes instead of a new one)
         if "tensorflow" in sys.modules:

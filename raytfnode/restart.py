@@ -78,6 +78,9 @@ class RestartPolicy:
         latest = failures[-1]
         if isinstance(latest.error, (BadInputError, ReservationTimeoutError)):
             return "a {} cannot be fixed by restarting".format(type(latest.error).__name__)
+        raised = (getattr(latest.error, "message", "") or "").split(":", 1)[0]
+        if raised in (BadInputError.__name__, ReservationTimeoutError.__name__):
+            return "the node raised {}: bad input cannot be fixed by restarting".format(raised)
         if self.max_failures != UNLIMITED and len(failures) > self.max_failures:
             return "max_failures={} restarts are spent".format(self.max_failures)
         if len(failures) >= 2:
@@ -103,9 +106,11 @@ def keras_backup_resume_epoch(checkpoint_dir):
     """
     if not checkpoint_dir:
         return None
+    backup = os.path.join(checkpoint_dir, "chief")
+    if "://" not in checkpoint_dir and not os.path.isdir(backup):
+        return None   # a local directory without a backup: no need to load TensorFlow to know
     import tensorflow as tf
 
-    backup = os.path.join(checkpoint_dir, "chief")
     if not tf.io.gfile.exists(backup):
         return None
     latest = tf.train.latest_checkpoint(backup)

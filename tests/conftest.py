@@ -47,8 +47,15 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=RAY_CPUS, num_gpus=RAY_GPUS, include_dashboard=False, log_to_driver=False,
-                 logging_level="WARNING")
+        for attempt in range(3):   # Ray gives a raylet 30 s to register, which a loaded host can miss
+            try:
+                ray.init(address="local", num_cpus=RAY_CPUS, num_gpus=RAY_GPUS, include_dashboard=False,
+                         log_to_driver=False, logging_level="WARNING")
+                break
+            except Exception as exc:  # noqa: BLE001  (Ray raises a bare Exception for the start-up timeout)
+                ray.shutdown()
+                if "timed out during startup" not in str(exc) or attempt == 2:
+                    raise
     yield ray
     ray.shutdown()
 

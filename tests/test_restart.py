@@ -98,6 +98,8 @@ def test_policy_gives_up_on_the_same_failure_before_any_data_twice_in_a_row():
 def test_policy_never_restarts_bad_input():
     failure = Failure(0, BadInputError("row 3 has no label"), True, 0.0)
     assert "BadInputError" in RestartPolicy(-1).why_not([failure])
+    in_node = Failure(0, NodeError("worker", 1, "BadInputError: input_mapping names 2 columns"), True, 0.0)
+    assert "bad input cannot be fixed" in RestartPolicy(-1).why_not([in_node])
 
 
 @pytest.mark.parametrize("value", [-2, 1.5, True, "3"])
@@ -343,7 +345,7 @@ def _digits(tmp_path):
     order = rng.permutation(len(y))
     train, test = order[:1400], order[1400:]
     np.savez(tmp_path / "test.npz", x=x[test], y=y[test])
-    rows = [{"x": x[i], "y": y[i]} for i in train]
+    rows = [(x[i], y[i]) for i in train]
     return [rows[p::4] for p in range(4)], str(tmp_path / "test.npz")
 
 
@@ -383,3 +385,16 @@ def test_killed_worker_in_epoch_two_resumes_from_the_keras_backup_and_matches_an
     assert uninterrupted["epochs_ran"] == [0, 1, 2, 3]
     assert abs(first["accuracy"] - uninterrupted["accuracy"]) <= 0.02, (first, uninterrupted)
     assert first["accuracy"] > 0.85
+
+
+@pytest.mark.timeout(900)
+def test_restartable_example_loses_a_worker_process_and_finishes(tmp_path):
+    from test_examples import run_example
+
+    output, summary = run_example("restartable_digits.py", "--epochs", "4", "--crash_in_epoch", "2", cwd=tmp_path,
+                                  timeout=840)
+    assert "worker:1 crashes in epoch 2 (attempt 0)" in output
+    assert summary["restarts"] == "1" and summary["final_attempt"] == "1"
+    # the backup held epochs 0 and 1: the last attempt ran epochs 2 and 3 only
+    assert summary["epochs_of_last_attempt"] == "2,3"
+    assert float(summary["accuracy"]) > 0.85

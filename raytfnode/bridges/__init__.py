@@ -7,14 +7,23 @@ A source object has three methods:
   per-partition stats, with a ``cancel()`` attribute;
 * ``inference(target, cluster)``: the results, in the source's own kind.
 
+A streaming source (a streaming DataFrame, a DStream; ``streaming = True``) has
+``train_stream(cluster, qname, feed_timeout, ...)`` instead of ``train_job``: it
+starts the stream and returns its :class:`raytfnode.bridges.streaming.StreamingFeed`.
+
 Bridges know nothing of TensorFlow.
 """
 from ..errors import BadInputError
 
 
 def source_for(data, sc=None):
-    """The source object for ``data``: a Spark RDD or DataFrame, a Ray Dataset, or a list of partitions."""
+    """The source object for ``data``: a Spark RDD, DataFrame (static or streaming) or DStream, a Ray Dataset, or a list of partitions."""
     kind = type(data).__module__ + "." + type(data).__name__
+    from .streaming import DStreamSource, StreamingDataFrameSource, is_dstream, is_streaming_dataframe
+    if is_dstream(data):
+        return DStreamSource(data)
+    if is_streaming_dataframe(data):
+        return StreamingDataFrameSource(data)
     if kind.startswith("pyspark.") and hasattr(data, "mapPartitionsWithIndex"):
         from .spark import SparkRDDSource
         return SparkRDDSource(data)
@@ -27,5 +36,5 @@ def source_for(data, sc=None):
     if isinstance(data, (list, tuple)) and all(isinstance(p, (list, tuple)) for p in data):
         from .local import LocalSource
         return LocalSource(data)
-    raise BadInputError("cannot feed a {}: give a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of "
+    raise BadInputError("cannot feed a {}: give a Spark RDD, a Spark DataFrame (static or streaming), a DStream, a Ray Dataset, or a list of "
                         "partitions (lists of rows)".format(kind))

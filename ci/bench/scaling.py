@@ -1,0 +1,96 @@
+"""scaling: the cost of a feed as the work grows, and its rate with more nodes.
+
+- rows: the same 2 readers fed 60,000 -> 600,000 MNIST rows (4 partitions) from a Ray Dataset;
+- partitions: 60,000 MNIST rows in 4 -> 400 partitions, from a Ray Dataset and a Spark DataFrame;
+- nodes: the MNIST set fed to 1, 2 and 4 nodes (``--scaling-source``).
+
+For rows and partitions the figures are rows/s and the driver's CPU seconds per 100,000 rows
+(this process only: the Ray Dataset feed runs in driver threads, the Spark one only schedules
+tasks from here); flat columns mean the cost grows with the rows and not faster. The 600,000-row
+set is not fed from Spark: cached in the executors it would not fit their memory here.
+"""
+import logging
+import time
+
+from bench.common import rate, source_of
+from bench.data import build_data
+from bench.nodes import reader_fun
+
+log = logging.getLogger("bench")
+
+
+def timed(bench, cluster, data, source):
+    """Best of ``repeat`` feeds of ``data``: (seconds, the driver's CPU seconds in that feed)."""
+    samples = []
+    for _ in range(bench.size["repeat"]):
+        before = bench.cpu.snapshot()
+        started = time.perf_counter()
+        report = cluster.train(source_of(data, source), num_epochs=1)
+        seconds = time.perf_counter() - started
+        cpu = bench.cpu.delta(before)
+        assert report["consumed"] == data.rows, report
+        samples.append((seconds, cpu.get("driver", 0.0)))
+    return min(samples)
+
+
+def figure(bench, cluster, source, rows, parts):
+    need_spark = source != "raydata"
+    data = build_data(bench.spark, "mnist", rows, parts, need_spark=need_spark, need_ray=not need_spark)
+    try:
+        seconds, driver_cpu = timed(bench, cluster, data, source)
+    finally:
+        if data.rdd is not None:
+            data.rdd.unpersist()
+            data.df.unpersist()
+        data.ds = None
+    out = {"source": source, "rows": rows, "partitions": parts, "seconds": seconds,
+           "rows_per_s": rate(rows, seconds), "mb_per_s": rate(data.mb, seconds),
+           "driver_cpu_seconds": driver_cpu, "driver_cpu_seconds_per_100k_rows": driver_cpu * 1e5 / rows}
+    log.info("scaling %-9s %7d rows %3d partitions: %10.0f rows/s, driver %.2f CPU-s / 100k rows", source, rows,
+             parts, out["rows_per_s"], out["driver_cpu_seconds_per_100k_rows"])
+    return out
+
+
+def by_nodes(bench):
+    data = bench.data("mnist")
+    source = bench.args.scaling_source
+    out = []
+    for nodes in bench.size["scaling_nodes"]:
+        cluster = bench.run_cluster(reader_fun, {"mode": "arrays"}, nodes=nodes,
+                                    num_cpus=min(0.5, bench.args.node_cpus))
+        try:
+            bench.warm_up(cluster, (source,))
+            seconds, _ = timed(bench, cluster, data, source)
+        finally:
+            cluster.shutdown(timeout=120)
+        out.append({"nodes": nodes, "source": source, "consumer": "arrays", "rows": data.rows,
+                    "seconds": seconds, "rows_per_s": rate(data.rows, seconds), "mb_per_s": rate(data.mb, seconds)})
+        log.info("scaling %d nodes: %.0f rows/s", nodes, out[-1]["rows_per_s"])
+    return out
+
+
+def measure(bench):
+    rows_sizes, part_counts = bench.size["scaling_rows"], bench.size["scaling_partitions"]
+    base_rows, base_parts = rows_sizes[0], part_counts[0]
+    out = {"rows": [], "partitions": [], "nodes": []}
+    cluster = bench.run_cluster(reader_fun, {"mode": "arrays"})
+    try:
+        bench.warm_up(cluster, ("raydata", "dataframe"))
+        for rows in rows_sizes:
+            out["rows"].append(figure(bench, cluster, "raydata", rows, base_parts))
+        for source in ("raydata", "dataframe"):
+            for parts in part_counts:
+                out["partitions"].append(figure(bench, cluster, source, base_rows, parts))
+    finally:
+        cluster.shutdown(timeout=120)
+    for key in ("rows", "partitions"):
+        for source in ("raydata", "dataframe"):
+            entries = [e for e in out[key] if e["source"] == source]
+            if entries:
+                out.setdefault("spread", {})["{}:{}".format(key, source)] = {
+                    "rows_per_s_last_over_first": entries[-1]["rows_per_s"] / entries[0]["rows_per_s"],
+                    "driver_cpu_per_row_last_over_first": (
+                        entries[-1]["driver_cpu_seconds_per_100k_rows"] / entries[0]["driver_cpu_seconds_per_100k_rows"]
+                        if entries[0]["driver_cpu_seconds_per_100k_rows"] else None)}
+    out["nodes"] = by_nodes(bench)
+    return out

@@ -1,0 +1,66 @@
+"""TensorFlowOnSpark 2.2.5's own unit tests, unchanged, run against raytfnode.
+
+Their files are vendored under ``tests/original/`` (Apache-2.0, see the NOTICE
+there: the PyPI sdist does not ship them). ``run_original.py`` runs them once,
+in a process of its own with its own local Ray (2 CPUs, like two one-core
+executors) and local-mode Spark, with ``tensorflowonspark`` aliased to
+``raytfnode``; each of their tests is then one case here, failing with their
+own traceback. ``test_pipeline`` is skipped, with the import error as the
+reason, while ``raytfnode.pipeline`` does not import.
+"""
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import subprocess_env
+
+ORIGINAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "original")
+MODULES = ["test_TFNode", "test_TFCluster", "test_TFParallel", "test_dfutil", "test_pipeline"]
+RUN_TIMEOUT = 2400
+
+
+def _original_test_ids():
+    """``module.Class.test_name`` of every test in the vendored files (read without importing them)."""
+    ids = []
+    for module in MODULES:
+        tree = ast.parse(open(os.path.join(ORIGINAL, module + ".py")).read())
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef):
+                ids += ["{}.{}.{}".format(module, node.name, item.name) for item in node.body
+                        if isinstance(item, ast.FunctionDef) and item.name.startswith("test")]
+    return ids
+
+
+@pytest.fixture(scope="module")
+def original_results(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tfos_original")
+    results = str(work / "results.json")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = subprocess_env(PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    process = subprocess.run([sys.executable, os.path.join(ORIGINAL, "run_original.py"), results] + MODULES,
+                             cwd=str(work), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             timeout=RUN_TIMEOUT)
+    log = process.stdout.decode("utf-8", "replace")
+    if not os.path.exists(results):
+        pytest.fail("run_original.py wrote no results (exit code {}):\n{}".format(process.returncode, log[-6000:]))
+    with open(results) as handle:
+        data = json.load(handle)
+    data["log"] = log
+    return data
+
+
+@pytest.mark.parametrize("test_id", _original_test_ids())
+def test_original(original_results, test_id):
+    module = test_id.split(".")[0]
+    outcomes = original_results["outcomes"]
+    found = outcomes.get(test_id) or outcomes.get(module)
+    if found is None:
+        pytest.fail("{} did not run; the run's log ends with:\n{}".format(test_id, original_results["log"][-4000:]))
+    if found["outcome"] == "skipped":
+        pytest.skip(found["detail"])
+    assert found["outcome"] == "passed", "TensorFlowOnSpark's {} {}:\n{}".format(
+        test_id, found["outcome"], found["detail"])
