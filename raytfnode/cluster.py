@@ -32,6 +32,7 @@ from .node import TFNodeActor
 from .progress import FeedProgress
 from .resources import check_feasible, check_placement_feasible, describe_request, node_request
 from .restart import Failure, RestartPolicy
+from .shipping import upload_local_code
 
 logger = logging.getLogger(__name__)
 
@@ -835,7 +836,7 @@ def _runtime_env(runtime_env, env_vars):
     merged = dict(runtime_env or {})
     if env_vars:
         merged["env_vars"] = dict(merged.get("env_vars") or {}, **dict(env_vars))
-    return merged or None
+    return upload_local_code(merged) or None
 
 
 def _launch(cluster):
@@ -912,7 +913,7 @@ def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_
     fed = cluster._fed()
     # bookkeeping actors (0 CPU) on the driver's machine: they must outlive any machine of TF nodes, so a
     # lost machine fails its node, not the queues that every producer and the driver talk to
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     cluster.coordinator = CoordinatorActor.options(
         name=cluster._coordinator_name(), namespace=cluster.namespace, scheduling_strategy=here).remote(len(fed))
     cluster.queue_actors = [
