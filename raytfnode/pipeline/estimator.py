@@ -92,7 +92,7 @@ class TFEstimator(Estimator, TFParams, HasInputMapping, HasClusterSize, HasNumPS
         """The DataFrame's ``input_mapping`` columns, in sorted order (the order DataFeed maps them in)."""
         mapping = self.getInputMapping()
         if not mapping:
-            raise BadInputError("TFEstimator has no input_mapping; set it to {column: tensor name} for the "
+            raise BadInputError("TFEstimator has no input_mapping; set it to {{column: tensor name}} for the "
                                 "columns to feed (the DataFrame has {})".format(dataset.columns))
         missing = [column for column in sorted(mapping) if column not in dataset.columns]
         if missing:
