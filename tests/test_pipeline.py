@@ -9,12 +9,11 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_no_leftovers, subprocess_env
+from conftest import subprocess_env
 
 from raytfnode import BadInputError
 from raytfnode.pipeline import (HasBatchSize, HasSteps, Namespace, TFEstimator, TFModel, TFParams,
@@ -221,6 +220,8 @@ def test_bad_input_mapping_column_raises_bad_input_error_before_anything_starts(
     estimator = TFEstimator(make_train_fn(), {"seed": 7}).setInputMapping({"imag": "image", "label": "label"})
     with pytest.raises(BadInputError, match=r"column\(s\) \['imag'\] that the DataFrame does not have"):
         estimator.setClusterSize(2).fit(trained["train"])
+    with pytest.raises(BadInputError, match=r"TFEstimator has no input_mapping"):
+        TFEstimator(make_train_fn(), {}).setClusterSize(2).fit(trained["train"])
     model = trained["model"].stages[-1]
     with pytest.raises(BadInputError, match=r"column\(s\) \['image'\] that the DataFrame does not have"):
         model.transform(trained["test"])          # the pixels were not scaled into 'image'
@@ -235,7 +236,8 @@ def test_tf_model_alone_saves_and_loads_its_params_and_args(trained, spark, tmp_
     model.save(str(tmp_path / "model"))
     loaded = TFModel.load(str(tmp_path / "model"))
     assert loaded.uid == model.uid and loaded.args.argv == ["--flag", "1"]
-    assert {p.name: loaded.getOrDefault(p) for p in loaded.params} == {p.name: model.getOrDefault(p) for p in model.params}
+    assert {p.name: loaded.getOrDefault(p) for p in loaded.params} == \
+        {p.name: model.getOrDefault(p) for p in model.params}
 
 
 def make_tensorflow_mode_fn():

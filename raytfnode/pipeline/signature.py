@@ -53,7 +53,8 @@ def read_signature(export_dir, tag_set=None, signature_def_key=None):
     if key not in meta_graph.signature_def:
         raise BadInputError("the SavedModel at {} has no signature {!r}; its signatures are {}; set "
                             "signature_def_key to one of them".format(
-                                export_dir, key, sorted(k for k in meta_graph.signature_def if k != "__saved_model_init_op")))
+                                export_dir, key,
+                                sorted(k for k in meta_graph.signature_def if k != "__saved_model_init_op")))
     signature = meta_graph.signature_def[key]
     return _tensor_infos(signature.inputs), _tensor_infos(signature.outputs)
 
