@@ -25,6 +25,13 @@ pytestmark = [pytest.mark.multinode, pytest.mark.timeout(420)]
 ROWS = 400
 
 
+@pytest.fixture
+def machines(multinode_cluster):
+    """The shared multi-machine cluster; after the test nothing of a raytfnode cluster is left."""
+    yield multinode_cluster
+    assert_no_leftovers(timeout=30)
+
+
 def _reader(args, ctx):
     """Reads every epoch (a little slowly, so the machine goes mid-feed); writes each completed epoch's ids."""
     feed = ctx.get_data_feed()

@@ -83,6 +83,11 @@ def _start_ray(ray, num_cpus, attempts=6):
 
 
 def main(results_path, modules):
+    # the processes started from here (Ray and Spark workers, where the TF nodes import tensorflowonspark
+    # themselves) find the shim package first: tensorflowonspark is raytfnode there too
+    shim = os.path.join(HERE, "shim")
+    os.environ["PYTHONPATH"] = os.pathsep.join([shim] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                         if p])
     sys.path.insert(0, HERE)
     import spark_test_on_ray
     sys.modules["test"] = spark_test_on_ray      # their `import test` (not the standard library's package)
