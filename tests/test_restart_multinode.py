@@ -94,20 +94,19 @@ def test_a_lost_machine_restarts_the_cluster_on_the_machines_left(machines, tmp_
     doomed, doomed_id = machines.add_machine(num_cpus=2, resources={"rt": 1})
     try:
         cluster, first_machines, removed, report = _train_and_lose_a_machine(machines, tmp_path, doomed, "SPREAD")
-        try:
-            assert sorted(first_machines) == sorted([keeper_id, doomed_id])   # one node on each machine
-            assert removed, "the machine was never removed"
-            restart, = report["restarts"]
-            lost = "worker:{}".format(first_machines.index(doomed_id))
-            assert restart["node"] == lost, restart
-            assert "died" in restart["error"] or "machine" in restart["error"], restart
-            assert [info["node_id"] for info in cluster.cluster_info] == [keeper_id, keeper_id]
-            second = _epoch_ids(tmp_path, 1)
-            assert sorted(second) == [0, 1, 2]
-            for ids in second.values():
-                assert ids == list(range(ROWS))
-        finally:
-            cluster.shutdown()
+        restarted_on = [info["node_id"] for info in cluster.cluster_info]
+        cluster.shutdown()   # the nodes write their last epoch's ids before they return
+        assert sorted(first_machines) == sorted([keeper_id, doomed_id])   # one node on each machine
+        assert removed, "the machine was never removed"
+        restart, = report["restarts"]
+        lost = "worker:{}".format(first_machines.index(doomed_id))
+        assert restart["node"] == lost, restart
+        assert "died" in restart["error"] or "machine" in restart["error"], restart
+        assert restarted_on == [keeper_id, keeper_id]
+        second = _epoch_ids(tmp_path, 1)
+        assert sorted(second) == [0, 1, 2]
+        for ids in second.values():
+            assert ids == list(range(ROWS))
     finally:
         machines.cluster.remove_node(keeper, allow_graceful=False)
         if doomed in machines.cluster.worker_nodes:
@@ -127,5 +126,5 @@ def test_a_lost_machine_the_rest_cannot_replace_fails_with_a_clear_error(machine
             machines.cluster.remove_node(doomed, allow_graceful=False)
     message = str(caught.value)
     assert message.startswith("cannot restart the cluster after worker:"), message
-    assert "STRICT_SPREAD" in message and "only 1 of" in message
+    assert "STRICT_SPREAD" in message, message
     assert_no_leftovers(timeout=30)
