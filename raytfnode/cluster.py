@@ -346,8 +346,9 @@ class TFCluster:
             ``{'availableNow': True}``), ``query_name``, ``epoch_per_batch``.
 
         Returns:
-          A dict with ``rows`` fed per epoch, ``consumed`` and ``skipped`` rows, ``epochs``, ``seconds``
-          and ``restarts`` (one record per restart: ``attempt``, ``node``, ``error``, ``resume_epoch``,
+          A dict with ``rows`` (the rows of the epochs fed, each epoch counted once), ``consumed`` (rows the
+          nodes read, over all attempts) and ``skipped`` rows, ``epochs`` (distinct epochs fed to the end),
+          ``seconds`` and ``restarts`` (one record per restart: ``attempt``, ``node``, ``error``, ``resume_epoch``,
           ``recovery_seconds`` from the failure seen to the new nodes consuming, ``rows_refed``);
           for a stream, its running :class:`raytfnode.bridges.streaming.StreamingFeed`.
         """
@@ -413,10 +414,10 @@ class TFCluster:
                 self._check_recovered()   # an epoch shorter than one watch interval is seen here
                 rows = sum(part["rows"] for part in stats)
                 display.end_epoch(rows)
-                epoch_rows[epoch] = rows
-                report["epochs"] += 1
+                epoch_rows[epoch] = rows       # an epoch fed again after a restart counts once
+                report["epochs"] = len(epoch_rows)
                 report["partitions"] += len(stats)
-                report["rows"] += rows
+                report["rows"] = sum(epoch_rows.values())
                 report["consumed"] += sum(part["consumed"] for part in stats)
                 report["skipped"] += sum(part["skipped"] for part in stats)
                 for eid in self._fed():

@@ -30,6 +30,7 @@ GcsClient has no Cluster ID set`` line, which every process that connects to Ray
 ``RAY_BACKEND_LOG_LEVEL`` is applied; that variable only adds a line of its own
 (``Set ray log level from environment variable``) to each of them.
 """
+import atexit
 import logging
 import os
 import re
@@ -162,6 +163,20 @@ class _StderrLineFilter:
         self.thread = threading.Thread(target=self._copy, args=(read_end,), daemon=True,
                                        name="raytfnode-stderr-filter")
         self.thread.start()
+        atexit.register(self.drain)
+
+    def drain(self, timeout=2.0):
+        """Puts the original stderr back and waits for the lines still in the pipe.
+
+        Runs at interpreter exit: an uncaught exception's traceback is written just
+        before it, and the daemon reader would otherwise die with it unread.
+        """
+        try:
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001  (a closed stderr: nothing to flush)
+            pass
+        os.dup2(self.original, 2)     # closes our end of the pipe: the reader sees its end
+        self.thread.join(timeout)
 
     def _copy(self, read_end):
         pending = b""

@@ -630,8 +630,8 @@ def test_memory_bounded_by_queue_bytes(spark, clusters, tmp_path):
 
 
 @LOCAL
-def test_load_six_workers_500_partitions(spark, clusters, tmp_path):
-    n, partitions, epochs = 1000, 500, 3      # 2 rows a partition: 1,500 small feeding tasks
+def test_load_six_workers_200_partitions(spark, clusters, tmp_path):
+    n, partitions, epochs = 1000, 200, 3      # 5 rows a partition: 600 small feeding tasks
     cluster = clusters(record_rows(str(tmp_path), batch_size=256), num_executors=6, num_cpus=0.25, sc=spark)
     started = time.monotonic()
     report = cluster.train(spark.sparkContext.parallelize(range(n), partitions), num_epochs=epochs,

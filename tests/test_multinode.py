@@ -11,6 +11,7 @@ TensorFlow starts only in the nodes that train (``import_tensorflow=False``
 everywhere else). Nodes report through JSON files in ``tmp_path``: every
 raylet runs on this host.
 """
+import glob
 import os
 import sys
 import textwrap
@@ -349,16 +350,38 @@ def raydp_spark(multinode_cluster):
 
     for kind in list(_running_sparks):
         _stop_spark(kind, _running_sparks.pop(kind))
-    session = raydp.init_spark("rtn-multinode-{}".format(os.getpid()), num_executors=2, executor_cores=1,
-                               executor_memory="512MB", configs={
-                                   "spark.ray.raydp_spark_master.actor.resource." + machine_resource(0): "1",
-                                   "spark.ray.raydp_spark_executor.actor.resource." + machine_resource(3): "1",
-                                   "spark.task.maxFailures": "4", "spark.ui.enabled": "false"})
+    for attempt in range(2):
+        try:
+            session = raydp.init_spark(
+                "rtn-multinode-{}-{}".format(os.getpid(), attempt), num_executors=2, executor_cores=1,
+                executor_memory="512MB", configs={
+                    "spark.ray.raydp_spark_master.actor.resource." + machine_resource(0): "1",
+                    "spark.ray.raydp_spark_executor.actor.resource." + machine_resource(3): "1",
+                    "spark.task.maxFailures": "4", "spark.ui.enabled": "false"})
+            break
+        except Exception:  # noqa: BLE001
+            # Seen once in CI on a loaded host: the RayDP master's JVM broke its py4j link
+            # while starting (Py4JError from startUpAppMaster, no Java exception). Show its log and retry once.
+            print(_raydp_master_log_tail())
+            raydp.stop_spark()
+            if attempt == 1:
+                raise
+            time.sleep(5)
     session.sparkContext.setLogLevel("ERROR")
     _running_sparks["raydp"] = session
     yield session
     if _running_sparks.pop("raydp", None) is not None:
         _stop_spark("raydp", session)
+
+
+def _raydp_master_log_tail(lines=40):
+    """The last lines of the RayDP JVM logs of this Ray session (for a failed start)."""
+    logs_dir = ray._private.worker._global_node.get_logs_dir_path()
+    tails = []
+    for path in sorted(glob.glob(os.path.join(logs_dir, "*java-worker*.log")), key=os.path.getmtime)[-3:]:
+        with open(path, errors="replace") as log:
+            tails.append("== {}\n{}".format(path, "".join(log.readlines()[-lines:])))
+    return "\n".join(tails) or "no RayDP JVM log in {}".format(logs_dir)
 
 
 def _raydp_executor_machines(machines):
