@@ -171,7 +171,7 @@ def main(argv=None):
     import ray
     import raydp
 
-    from raytfnode import TFCluster
+    from raytfnode import TFCluster, logs
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
@@ -180,8 +180,9 @@ def main(argv=None):
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=True, logging_level="WARNING")
     phase("ray")
     spark = raydp.init_spark("spark_digits", num_executors=2, executor_cores=1, executor_memory="1GB",
-                             configs={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
-                                      "spark.sql.execution.arrow.pyspark.enabled": "true"})
+                             configs=logs.raydp_configs({"spark.ui.enabled": "false",
+                                                         "spark.ui.showConsoleProgress": "false",
+                                                         "spark.sql.execution.arrow.pyspark.enabled": "true"}))
     spark.sparkContext.setLogLevel("ERROR")
     phase("spark")
     temporary_export = args.export_dir is None

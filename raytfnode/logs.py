@@ -103,6 +103,30 @@ def keep_node_line(line, level, has_gpu):
     return True
 
 
+SPARK_LOG4J2_DEFAULTS = "org/apache/spark/log4j2-defaults.properties"
+
+
+def raydp_configs(configs=None):
+    """Spark configs for ``raydp.init_spark(configs=...)``: ``configs`` over raytfnode's defaults.
+
+    RayDP 1.6 points Spark's JVMs at a log4j2 file, ``log4j2-default.properties``,
+    that no jar on their class path holds, so every Spark session on RayDP starts
+    with ``ERROR StatusConsoleListener Reconfiguration failed: No configuration
+    found``. The default here names the file Spark itself ships
+    (``spark.log4j.config.file.name``), which ends that line and leaves Spark's
+    own logging as it would be without RayDP. A key in ``configs`` wins.
+
+    Args:
+      :configs: the Spark configs the caller wants (a dict of strings), or ``None``.
+
+    Returns:
+      A new dict to pass as ``raydp.init_spark(..., configs=...)``.
+    """
+    merged = {"spark.log4j.config.file.name": SPARK_LOG4J2_DEFAULTS}
+    merged.update(configs or {})
+    return merged
+
+
 class _TokenNoticeFilter(logging.Filter):
     """Drops Ray's "token authentication is enabled" notice (not the warning that it is disabled)."""
 
@@ -220,4 +244,4 @@ def quiet_node_stderr(level, has_gpu):
 
 
 __all__ = ["QUIET", "VERBOSE", "LEVEL_ENV", "VERBOSE_ENV", "resolve_level", "env_defaults", "keep_node_line",
-           "apply_driver_defaults", "quiet_node_stderr"]
+           "apply_driver_defaults", "quiet_node_stderr", "raydp_configs"]

@@ -73,10 +73,12 @@ def _start_local_spark():
 def _start_raydp_spark():
     import raydp
 
+    from raytfnode import logs
+
     return raydp.init_spark("rtn-tests-{}".format(os.getpid()), num_executors=2, executor_cores=1,
                             executor_memory="1GB",
-                            configs={"spark.task.maxFailures": "4", "spark.ui.enabled": "false",
-                                     "spark.sql.execution.arrow.pyspark.enabled": "true"})
+                            configs=logs.raydp_configs({"spark.task.maxFailures": "4", "spark.ui.enabled": "false",
+                                                        "spark.sql.execution.arrow.pyspark.enabled": "true"}))
 
 
 def _stop_spark(kind, spark):

@@ -53,6 +53,9 @@ def test_spark_digits_main_job(tmp_path):
     assert re.search(r"TensorBoard: http://\S+ \(HTTP 200\)", output), output[-4000:]
     assert "TensorBoard still serving: HTTP 200" in output
     assert (tmp_path / "export" / "saved_model.pb").exists()
+    # the quiet console: no start-up line that reports nothing wrong
+    for noise in ("StatusConsoleListener", "failed call to cuInit", "Token authentication is enabled"):
+        assert noise not in output, (noise, output[-4000:])
 
 
 @pytest.mark.timeout(600)

@@ -54,6 +54,21 @@ def test_environment_defaults_keep_tf_cpp_logging_at_warnings_only_when_quiet():
     assert logs.env_defaults(logs.VERBOSE) == {"TF_CPP_MIN_LOG_LEVEL": "0"}
 
 
+def test_raydp_configs_name_sparks_own_log4j2_file_and_the_callers_keys_win():
+    import zipfile
+    from pathlib import Path
+
+    import pyspark
+
+    configs = logs.raydp_configs({"spark.ui.enabled": "false"})
+    assert configs == {"spark.log4j.config.file.name": logs.SPARK_LOG4J2_DEFAULTS, "spark.ui.enabled": "false"}
+    assert logs.raydp_configs({"spark.log4j.config.file.name": "mine.properties"}) == {
+        "spark.log4j.config.file.name": "mine.properties"}
+    # the file named is on Spark's class path (in spark-core's jar), so the JVMs find it
+    core, = (Path(pyspark.__file__).parent / "jars").glob("spark-core_*.jar")
+    assert logs.SPARK_LOG4J2_DEFAULTS in zipfile.ZipFile(core).namelist()
+
+
 def test_ray_token_notice_filtered_but_disabled_warning_kept():
     logs.apply_driver_defaults("quiet")
     auth = logging.getLogger("ray._private.authentication.authentication_token_setup")

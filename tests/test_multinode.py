@@ -29,7 +29,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from conftest import (TF_RESOURCE, _running_sparks, _start_local_spark, _stop_spark, assert_no_leftovers,
                       machine_resource)
 from test_spark_feed import _read_reports, _write_report
-from raytfnode import TFCluster
+from raytfnode import TFCluster, logs
 from raytfnode.bridges.raydata import block_copies
 from raytfnode.errors import NodeError, RayTFNodeError
 
@@ -354,10 +354,10 @@ def raydp_spark(multinode_cluster):
         try:
             session = raydp.init_spark(
                 "rtn-multinode-{}-{}".format(os.getpid(), attempt), num_executors=2, executor_cores=1,
-                executor_memory="512MB", configs={
+                executor_memory="512MB", configs=logs.raydp_configs({
                     "spark.ray.raydp_spark_master.actor.resource." + machine_resource(0): "1",
                     "spark.ray.raydp_spark_executor.actor.resource." + machine_resource(3): "1",
-                    "spark.task.maxFailures": "4", "spark.ui.enabled": "false"})
+                    "spark.task.maxFailures": "4", "spark.ui.enabled": "false"}))
             break
         except Exception:  # noqa: BLE001
             # Seen once in CI on a loaded host: the RayDP master's JVM broke its py4j link

@@ -75,12 +75,15 @@ class Bench:
             started = time.monotonic()
             if self.args.spark == "raydp":
                 import raydp
+
+                from raytfnode import logs
                 self._spark = raydp.init_spark("raytfnode-bench-{}".format(os.getpid()), num_executors=2,
                                                executor_cores=1, executor_memory=self.args.executor_memory,
-                                               configs={"spark.ui.enabled": "false",
-                                                        "spark.ui.showConsoleProgress": "false",
-                                                        "spark.sql.execution.arrow.pyspark.enabled": "true",
-                                                        "spark.task.maxFailures": "1"})
+                                               configs=logs.raydp_configs({
+                                                   "spark.ui.enabled": "false",
+                                                   "spark.ui.showConsoleProgress": "false",
+                                                   "spark.sql.execution.arrow.pyspark.enabled": "true",
+                                                   "spark.task.maxFailures": "1"}))
             else:
                 from pyspark.sql import SparkSession
                 self._spark = (SparkSession.builder.master("local[2]").appName("raytfnode-bench")
