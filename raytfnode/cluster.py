@@ -24,7 +24,7 @@ from . import roles as roles_lib
 from .chunks import DEFAULT_CHUNK_BYTES
 from .coordinator import CoordinatorActor
 from .errors import (BadInputError, ClusterStoppedError, FeedTimeoutError, NodeError, RayTFNodeError,
-                     ReservationTimeoutError, ShutdownTimeoutError)
+                     ReservationTimeoutError, ShutdownTimeoutError, actor_death_message)
 from .feed_queue import END_EPOCH, END_FEED, NodeQueuesActor
 from .feeding import FeedTarget
 from .manager import manager_address
@@ -106,7 +106,7 @@ class TFCluster:
             try:
                 outcome = ray.get(ref)
             except RayActorError as exc:
-                outcome = ("dead", _death_message(exc), None, time.time())
+                outcome = ("dead", actor_death_message(exc), None, time.time())
             if outcome is None:  # join returned on its own timeout: ask again
                 self._joins[executor_id] = self.nodes[executor_id].join.remote(None)
                 continue
@@ -144,7 +144,7 @@ class TFCluster:
             try:
                 ray.get(ref)
             except RayActorError as exc:
-                self._record(asks[ref], ("dead", _death_message(exc), None, time.time()))
+                self._record(asks[ref], ("dead", actor_death_message(exc), None, time.time()))
         for ref in unanswered:
             self._stray_refs.append(ref)
             eid = asks[ref]
@@ -527,6 +527,12 @@ class TFCluster:
         partitions a list of result lists. Partitions run concurrently across the
         fed nodes.
 
+        An action on the returned RDD (``collect()``, ``count()``, ``saveAsTextFile()``,
+        ...) runs under the cluster's watch: a node failure cancels the Spark job and
+        raises the node's ``NodeError`` within seconds and, with
+        ``run(..., max_failures=N)``, restarts the cluster and runs the action again
+        (see :mod:`raytfnode.bridges.spark_results`).
+
         Args:
           :dataRDD: a Spark RDD, a Spark DataFrame, a Ray Dataset, or a list of partitions (or ``data=``).
           :feed_timeout: seconds a producer waits on a node that answers nothing before failing.
@@ -707,7 +713,8 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         queues=("input", "output", "error"), eval_node=False, release_port=True, *, num_cpus=1, num_gpus=0,
         resources=None, memory=None, role_resources=None, placement_strategy=None, queue_max_bytes=64 << 20,
         chunk_bytes=DEFAULT_CHUNK_BYTES, working_dir=None, import_tensorflow=True, env_vars=None, log_level=None,
-        progress=None, runtime_env=None, data_locality=True, max_failures=0, checkpoint_dir=None):
+        progress=None, runtime_env=None, data_locality=True, max_failures=0, checkpoint_dir=None,
+        tensorboard_host="127.0.0.1"):
     """Starts the TensorFlow cluster on Ray and runs ``map_fun`` on every node.
 
     Args:
@@ -756,6 +763,10 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         ``map_fun`` again with ``ctx.attempt`` counting up.
       :checkpoint_dir: directory for checkpoints that stays the same across restarts, given to
         ``map_fun`` as ``ctx.checkpoint_dir`` (default ``<working dir>/checkpoints/<cluster id>``).
+      :tensorboard_host: the address TensorBoard listens on. TensorBoard has no authentication, so the
+        default is the loopback address of the chief's machine, as TensorBoard's own default; reach it
+        through an SSH tunnel or port forward to that machine. ``'0.0.0.0'`` (or a node address) opens it
+        to the network.
 
     Returns:
       A :class:`TFCluster`, once every node runs its ``map_fun``.
@@ -806,6 +817,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         "import_tensorflow": import_tensorflow,
         "release_port": release_port,
         "tensorboard": tensorboard,
+        "tensorboard_host": tensorboard_host,
         "master_node": master_node,
         "log_level": log_level,
         "context_fields": {
@@ -868,13 +880,15 @@ def _launch(cluster):
                   for eid, node in enumerate(cluster.nodes)]
         _wait_started(cluster, starts)
         cluster._joins = {eid: node.join.remote(None) for eid, node in enumerate(cluster.nodes)}
+        for queue, node in zip(cluster.queue_actors, cluster.nodes):
+            queue.watch_node.remote(node)   # producers learn of a dead node even when no driver watches
         if config["tensorboard"]:
             names = [job for job, _ in cluster.roles]
             master_node = config["master_node"]
             chief = names.index(master_node) if master_node in names else names.index("worker")
             cluster.tensorboard_node = cluster.nodes[chief]
             cluster._tensorboard_url = ray.get(cluster.tensorboard_node.start_tensorboard.remote(
-                config["context_fields"]["log_dir"]))
+                config["context_fields"]["log_dir"], config["tensorboard_host"]))
             logger.info("TensorBoard at %s", cluster._tensorboard_url)
     except BaseException:
         cluster._release(final=True)
@@ -896,16 +910,11 @@ def _wait_started(cluster, starts):
             raise
         except RayActorError as exc:
             raise NodeError(*cluster.roles[eid], "its actor died while starting map_fun: {}".format(
-                _death_message(exc))) from None
+                actor_death_message(exc))) from None
 
 
 def _first_line_of(text):
     return text.strip().splitlines()[0] if text and text.strip() else ""
-
-
-def _death_message(exc):
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return "its actor died ({}); the process was killed, ran out of memory, or its machine was lost".format(first)
 
 
 def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_max_bytes, runtime_env,

@@ -9,6 +9,8 @@ retried producer gets the same split as its failed attempt.
 """
 import ray
 
+from .errors import BadInputError
+
 
 def level_split(totals, num_rows):
     """Splits ``num_rows`` across slots, filling the emptiest first: pure water-filling.
@@ -56,7 +58,10 @@ class _Coordinator:
         plan that keeps the slots level by the epoch's end (data locality).
         """
         if chunk_key in self.assigned:
-            return self.assigned[chunk_key]
+            counts = self.assigned[chunk_key]
+            if sum(counts) != num_rows:
+                raise self._changed_chunk(feed_id, epoch, chunk_key, sum(counts), num_rows)
+            return counts
         if self.terminated_by is not None:
             return None
         totals = self.totals.setdefault(self.level_of.get(feed_id, (feed_id, epoch)), [0] * self.num_slots)
@@ -69,6 +74,17 @@ class _Coordinator:
             totals[i] += c
         self.assigned[chunk_key] = counts
         return counts
+
+    def _changed_chunk(self, feed_id, epoch, chunk_key, first_rows, rows):
+        """The error for a retried producer whose chunk has another row count than its first attempt's."""
+        where = "partition {}".format(chunk_key[2]) if len(chunk_key) > 3 else "chunk {}".format(chunk_key)
+        message = ("{} of epoch {}: a retried task cut chunk {} with {} rows where its first attempt had {}; the "
+                   "partition does not iterate the same rows each time (a random or time-dependent source), so "
+                   "rows would be lost or fed twice. Make the input deterministic (for example persist() or "
+                   "checkpoint the RDD/DataFrame before train())".format(where, epoch, chunk_key[-1], rows,
+                                                                           first_rows))
+        self.bad_input.setdefault(feed_id, message)
+        return BadInputError(message)
 
     def share_level(self, feed_id, level_key):
         """Levels the chunks of feed ``feed_id`` together with every feed sharing ``level_key``.

@@ -53,6 +53,12 @@ class NodeError(RayTFNodeError):
         return "{}:{}".format(self.job_name, self.task_index)
 
 
+def actor_death_message(exc):
+    """What to say of a node whose actor died (``exc`` is Ray's ``RayActorError``)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return "its actor died ({}); the process was killed, ran out of memory, or its machine was lost".format(first)
+
+
 def _first_line(text):
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 

@@ -33,8 +33,9 @@ import logging
 import time
 
 import ray
+from ray.exceptions import RayActorError
 
-from .errors import ClusterStoppedError, FeedError, FeedTimeoutError, NodeError
+from .errors import ClusterStoppedError, FeedError, FeedTimeoutError, NodeError, actor_death_message
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ ITEM, CHUNK, END_EPOCH, END_FEED = "item", "chunk", "end_epoch", "end_feed"
 MARKERS = (END_EPOCH, END_FEED)
 
 RUNNING, TERMINATING, STOPPED, FAILED = "running", "terminating", "stopped", "failed"
+
+NODE_WATCH_SECONDS = 60.0   # how long one ``join`` call on the watched node waits before it is asked again
 
 
 class _Queue:
@@ -99,6 +102,7 @@ class _NodeQueues:
         self.timeouts = {}           # feed id -> message of the first FeedTimeoutError of that feed
         self.cancelled = {}          # feed id -> why the driver gave that feed up
         self.changed = asyncio.Condition()
+        self._watcher = None         # the task watching the node's actor (watch_node)
 
     # ---------------------------------------------------------------- helpers
 
@@ -157,6 +161,29 @@ class _NodeQueues:
 
     def get_error(self):
         return self.error
+
+    def watch_node(self, node):
+        """Watches the node's actor: if it dies, the node's error is recorded and every waiting producer fails.
+
+        The driver watches its nodes only while it runs a feed itself; producers of a
+        lazy feed (an action on ``inference()``'s RDD, a stream) would otherwise wait
+        ``feed_timeout`` on a node that is gone.
+        """
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_node(node))
+
+    async def _watch_node(self, node):
+        while not (self.closed or self.finished or self.error is not None):
+            try:
+                outcome = await node.join.remote(NODE_WATCH_SECONDS)
+            except RayActorError as exc:
+                if not self.closed:
+                    await self.set_error(actor_death_message(exc))
+                return
+            except Exception:  # noqa: BLE001  (any other failure: the driver's own watch remains)
+                logger.exception("watching node %s failed", self.node_name)
+                return
+            if outcome is not None:   # map_fun ended: the node itself recorded how
+                return
 
     def _timed_out(self, feed_id, message):
         """Records a producer's feed timeout, so the driver fails the feed at once (Spark would retry)."""

@@ -49,6 +49,17 @@ def _parse_address(address):
     return address.split("/")
 
 
+_authkey_warned = []
+
+
+def _warn_authkey_ignored():
+    if not _authkey_warned:
+        _authkey_warned.append(True)
+        logger.warning("TFManager.start(authkey=...) is ignored: raytfnode's queues are a Ray actor, reachable by "
+                       "the jobs of this Ray cluster (protect the cluster with Ray's token authentication and its "
+                       "network), not a manager on a port that a key would guard")
+
+
 class TFManager:
     """Shared queues and state of one TF node.
 
@@ -99,7 +110,10 @@ class TFManager:
         """Starts a manager: a new queue actor on the current Ray cluster.
 
         Args:
-          :authkey: accepted for compatibility; Ray's own authentication applies.
+          :authkey: accepted for compatibility and not used: the queues live in a Ray actor, not a
+            ``multiprocessing`` manager listening on a port, so there is nothing for the key to
+            guard. Who can reach the actor is decided by the Ray cluster (its token authentication
+            and network); see the README's Security section. Passing a key logs a warning, once.
           :queues: names of the queues to create.
           :mode: ``'local'`` or ``'remote'``; both give the same Ray-backed manager.
           :max_bytes: bound on the bytes of chunks queued per queue.
@@ -109,6 +123,8 @@ class TFManager:
         """
         if mode not in ("local", "remote"):
             raise ValueError("mode must be 'local' or 'remote', got {!r}".format(mode))
+        if authkey is not None:
+            _warn_authkey_ignored()
         if not ray.is_initialized():
             logger.info("Ray is not running: starting a local Ray instance for TFManager")
             ray.init()

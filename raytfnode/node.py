@@ -158,31 +158,34 @@ class _TFNode:
                 "outcome": self.outcome, "env_tf_config": json.loads(os.environ.get("TF_CONFIG", "null")),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
-    def start_tensorboard(self, log_dir):
-        """Starts TensorBoard on this node for ``log_dir``; returns its URL once it serves."""
+    def start_tensorboard(self, log_dir, host="127.0.0.1"):
+        """Starts TensorBoard on this node for ``log_dir``, listening on ``host``; returns its URL once it serves.
+
+        ``'0.0.0.0'`` listens on every interface; the URL then names the node's address.
+        """
         try:
             import tensorboard  # noqa: F401
         except ImportError:
             raise RuntimeError("tensorboard=True needs the tensorboard package on the nodes: "
                                "pip install 'raytfnode[tensorboard]'") from None
         os.makedirs(log_dir, exist_ok=True)
-        host = ray.util.get_node_ip_address()
+        reach = ray.util.get_node_ip_address() if host in ("0.0.0.0", "", "::") else host
         probe = socket.socket()
-        probe.bind(("", 0))
+        probe.bind((host, 0))
         port = probe.getsockname()[1]
         probe.close()
         command = [sys.executable, "-m", "tensorboard.main", "--logdir", log_dir, "--host", host,
                    "--port", str(port)]
         self.tensorboard = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                             start_new_session=True)
-        url = "http://{}:{}".format(host, port)
+        url = "http://{}:{}".format(reach, port)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.tensorboard.poll() is not None:
                 raise RuntimeError("TensorBoard exited with code {} on {}".format(self.tensorboard.returncode,
                                                                                   self.name))
             try:
-                with socket.create_connection((host, port), timeout=1):
+                with socket.create_connection((reach, port), timeout=1):
                     return url
             except OSError:
                 time.sleep(0.2)

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import threading
+import socket
 import time
 import types
 import urllib.error
@@ -325,10 +326,13 @@ def test_tensorboard_url_answers_http_200_while_the_cluster_runs(ray_cluster, no
                             log_dir=str(tmp_path / "tb"), import_tensorflow=False, reservation_timeout=120)
     try:
         url = cluster.tensorboard_url()
-        assert url and url.startswith("http://")
+        assert url and url.startswith("http://127.0.0.1:")   # no authentication: loopback only by default
         with urllib.request.urlopen(url, timeout=60) as response:
             assert response.status == 200
             assert response.read(1 << 16)
+        port = int(url.rsplit(":", 1)[1])
+        with pytest.raises(OSError):   # not on the machine's network address
+            socket.create_connection((ray.util.get_node_ip_address(), port), timeout=5).close()
     finally:
         done.touch()
         cluster.shutdown()

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 import ray
+from py4j.protocol import Py4JJavaError
 from conftest import assert_no_leftovers
 
 from raytfnode import TFCluster, TFManager, TFNode
@@ -242,20 +243,54 @@ def test_map_fun_raises_during_inference(spark, clusters):
                        chunk_bytes=2048)
     results = cluster.inference(spark.sparkContext.parallelize(range(20000), 4), feed_timeout=600)
     started = time.monotonic()
-    with pytest.raises(Exception) as info:
-        results.collect()
+    with pytest.raises(NodeError) as info:
+        results.collect()     # an action on the returned RDD runs under the cluster's watch
     assert time.monotonic() - started < FAR_BELOW
-    # The action runs in the user's hands, outside raytfnode: Spark raises its own Py4JJavaError, whose
-    # text carries the node's NodeError (role:index) and its remote traceback.
-    text = str(info.value)
-    assert "NodeError: TF node worker:1 failed: ValueError: injected failure in the middle of the feed" in text
-    assert "Remote traceback of worker:1" in text and "Traceback (most recent call last)" in text
+    assert info.value.node == "worker:1"
+    assert_names(info.value, "worker:1")
+    assert "injected failure in the middle of the feed" in str(info.value)
     assert_no_spark_jobs(spark)
     with pytest.raises(NodeError, match="worker:1"):
         cluster.shutdown(timeout=30)
-    if not isinstance(info.value, NodeError):
-        pytest.xfail("known gap: an action on cluster.inference()'s lazy RDD raises {} (with the NodeError in its "
-                     "text), not NodeError itself".format(type(info.value).__name__))
+
+
+def echo_reader(batch_size=16):
+    """An inference map_fun that answers every row with its double until the feed ends."""
+    def map_fun(args, ctx):
+        feed = ctx.get_data_feed(train_mode=False)
+        while not feed.should_stop():
+            batch = feed.next_batch(batch_size)
+            if batch:
+                time.sleep(0.01)
+                feed.batch_results([v * 2 for v in batch])
+    return map_fun
+
+
+@LOCAL
+def test_node_killed_during_an_action_on_an_rdd_derived_from_inference_fails_within_seconds(spark, clusters):
+    """No driver watches a derived RDD's job: the node's queue actor sees its node die and fails its producers."""
+    cluster = clusters(echo_reader(), sc=spark, chunk_bytes=2048)
+    derived = cluster.inference(spark.sparkContext.parallelize(range(40000), 4), feed_timeout=600).map(lambda v: v + 1)
+    assert type(derived).__name__ == "PipelinedRDD"     # a plain Spark RDD: its actions are not watched
+    killed_at = []
+
+    def kill_when_reading():
+        wait_for(lambda: consumed(cluster, 1) > 500, timeout=120, what="worker:1 to read some rows")
+        killed_at.append(time.monotonic())
+        ray.kill(cluster.nodes[1])
+
+    killer = threading.Thread(target=kill_when_reading, daemon=True)
+    killer.start()
+    with pytest.raises(Py4JJavaError) as info:    # Spark's own error, after its task retries
+        derived.count()
+    raised_at = time.monotonic()
+    killer.join(5)
+    assert killed_at, "the action failed before the node was killed: {}".format(info.value)
+    assert raised_at - killed_at[0] < FAR_BELOW, raised_at - killed_at[0]
+    assert "TF node worker:1 failed: its actor died" in str(info.value)
+    assert "FeedTimeoutError" not in str(info.value)
+    with pytest.raises(NodeError, match="worker:1"):
+        cluster.shutdown(timeout=30)
 
 
 # ----------------------------------------------------------- 2. a TF node actor dies mid-feed

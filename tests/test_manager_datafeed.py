@@ -1,4 +1,5 @@
 """TFManager and DataFeed on a real local Ray cluster: TensorFlowOnSpark's unit-test flow and the queue API."""
+import logging
 import queue
 import sys
 import warnings
@@ -62,6 +63,22 @@ def test_tfmanager_module_start_accepts_the_documented_arguments(ray_cluster):
         manager.shutdown()
     with pytest.raises(ValueError, match="mode"):
         TFManager.start(b"x", ["input"], "bogus")
+
+
+def test_tfmanager_start_warns_once_that_the_authkey_guards_nothing(ray_cluster, caplog):
+    from raytfnode import manager as manager_module
+
+    manager_module._authkey_warned.clear()     # once per process: start counting here
+    started = []
+    with caplog.at_level(logging.WARNING, logger="raytfnode.manager"):
+        started.append(TFManager.start(None, ["input"]))
+        assert not caplog.records
+        started.append(TFManager.start(b"secret", ["input"]))
+        started.append(TFManager.start(b"other", ["input"]))
+    for manager in started:
+        manager.shutdown()
+    notices = [r for r in caplog.records if "authkey" in r.getMessage()]
+    assert len(notices) == 1 and "token authentication" in notices[0].getMessage()
 
 
 def test_manager_get_and_set_store_values(mgr):

@@ -399,3 +399,15 @@ def test_level_split_fills_the_emptiest_slots_first():
     assert max(after) - min(after) <= 1
     assert coordinator.level_split([], 5) == []
     assert coordinator.level_split([1, 2], 0) == [0, 0]
+
+
+def test_coordinator_gives_a_retried_chunk_its_first_split_and_refuses_one_with_another_row_count():
+    body = coordinator._Coordinator(2)
+    key = ("feed1", 0, 3, 5)          # feed, epoch, partition 3, chunk 5
+    first = body.assign("feed1", 0, key, 10)
+    assert body.assign("feed1", 0, key, 10) == first      # a retried task that cut the same chunk
+    with pytest.raises(BadInputError, match=r"partition 3 of epoch 0: a retried task cut chunk 5 with 9 rows "
+                                            r"where its first attempt had 10.*deterministic"):
+        body.assign("feed1", 0, key, 9)
+    assert "partition 3" in body.bad_input_of("feed1")    # the driver fails the feed at once
+    assert body.epoch_totals("feed1", 0) == [5, 5]        # the refused chunk added nothing

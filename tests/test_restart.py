@@ -295,13 +295,39 @@ def test_inference_after_a_killed_node_returns_each_rows_answer_once_in_order(ra
     assert results == [[2 * row for row in part] for part in partitions]
 
 
+@pytest.mark.parametrize("spark", ["local"], indirect=True)
+@pytest.mark.parametrize("kind", ["rdd", "dataframe"])
+def test_spark_fed_inference_action_restarts_after_a_killed_node_and_answers_every_row_once_in_order(
+        spark, ray_cluster, no_leftovers, kind):
+    rows = list(range(240))
+    rdd = spark.sparkContext.parallelize(rows, 6)
+    data = rdd if kind == "rdd" else spark.createDataFrame(rdd.map(lambda v: (v,)), "v long")
+    cluster = TFCluster.run(spark, _doubler, {"slow": 0.05}, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                            import_tensorflow=False, max_failures=1)
+    killed = []
+    watcher = threading.Thread(target=_kill_when_consumed, args=(cluster, 1, 40, killed), daemon=True)
+    watcher.start()
+    try:
+        results = cluster.inference(data, feed_timeout=120)
+        answers = results.collect()      # the action is watched: the kill restarts the cluster, the action re-runs
+        assert killed and cluster.attempt == 1, (killed, cluster.attempt)
+        assert len(cluster.failures) == 1 and cluster.failures[0].error.node == "worker:1"
+        again = results.count()           # a later action runs on the restarted cluster's nodes
+    finally:
+        cluster.shutdown()
+    watcher.join(5)
+    doubled = [2 * row for row in rows]
+    assert [int(answer) for answer in answers] == doubled
+    assert again == len(rows)
+
+
 def _doubler(args, ctx):
     feed = ctx.get_data_feed(train_mode=False)
     while not feed.should_stop():
         batch = feed.next_batch(10)
         if batch:
             time.sleep(args["slow"])
-            feed.batch_results([2 * row for row in batch])
+            feed.batch_results([2 * (row[0] if isinstance(row, (tuple, list)) else row) for row in batch])
 
 
 # ------------------------------------------------------------ Keras, BackupAndRestore, held-out accuracy

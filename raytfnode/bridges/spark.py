@@ -75,6 +75,10 @@ class SparkRDDSource:
                          lambda: self.rdd.mapPartitionsWithIndex(feed).collect())
 
     def inference(self, target, cluster):
+        from .spark_results import InferenceResults
+        return InferenceResults.adopt(self._inference_rdd(target), cluster, target, self._inference_rdd)
+
+    def _inference_rdd(self, target):
         def infer(index, rows):
             run_id = "stage-{}".format(_task_context().stageId())
             yield from feed_inference_partition(target, index, rows=rows, run_id=run_id)
@@ -160,6 +164,10 @@ class SparkDataFrameSource:
         return _SparkJob(self.df.sparkSession.sparkContext, group, "raytfnode train epoch {}".format(epoch), action)
 
     def inference(self, target, cluster):
+        from .spark_results import InferenceResults
+        return InferenceResults.adopt(self._inference_rdd(target), cluster, target, self._inference_rdd)
+
+    def _inference_rdd(self, target):
         def infer(batches):
             import pyarrow as pa
             context = _task_context()
