@@ -111,6 +111,14 @@ class _Coordinator:
         self.forget(feed_id)
         return counts
 
+    def stream_ledger(self, stream_key):
+        """The batches of stream ``stream_key`` fed whole so far: ``{batch id: rows fed per slot}``."""
+        return dict(self.stream_batches.get(stream_key, {}))
+
+    def restore_stream_ledger(self, stream_key, batches):
+        """Takes over the ledger of a stream from the coordinator of an earlier attempt (a restart)."""
+        self.stream_batches.setdefault(stream_key, {}).update(batches)
+
     def terminate(self, node_name):
         if self.terminated_by is None:
             self.terminated_by = node_name

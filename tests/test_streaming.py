@@ -387,6 +387,59 @@ def test_node_failure_mid_stream_stops_the_query_with_the_nodes_error(spark, no_
             cluster.shutdown()
 
 
+def _ids_per_attempt(args, ctx):
+    """Reads ids until the end of the feed; writes them to ``a<attempt>-<node>.json``.
+
+    On the first attempt, worker:1's process dies once it read ``die_after`` rows.
+    """
+    feed = ctx.get_data_feed()
+    ids = []
+    while not feed.should_stop():
+        batch = feed.next_batch_arrays(20)
+        if batch is not None:
+            ids.extend(int(v) for v in batch[0])
+            if ctx.attempt == 0 and ctx.task_index == 1 and len(ids) >= args["die_after"]:
+                os._exit(1)
+    path = os.path.join(args["out"], "a{}-{}-{}.json".format(ctx.attempt, ctx.job_name, ctx.task_index))
+    with open(path, "w") as f:
+        json.dump(ids, f)
+
+
+@pytest.mark.timeout(600)
+@LOCAL_SPARK
+def test_killed_node_mid_stream_restarts_the_cluster_and_the_stream_goes_on_without_refeeding_done_batches(
+        spark, no_leftovers, tmp_path):
+    x, y = _digits()
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    out.mkdir()
+    _write_rows(str(source), "part-0.parquet", np.arange(300), x[:300], y[:300])
+    # worker:1 gets 150 rows of each 300-row batch (leveled): it dies 40 rows into the second batch
+    cluster = TFCluster.run(spark, _ids_per_attempt, {"out": str(out), "die_after": 190}, 2, 0, input_mode=SPARK,
+                            import_tensorflow=False, max_failures=1)
+    try:
+        feed = cluster.train(_file_stream(spark, source), checkpoint_location=str(tmp_path / "ckpt"))
+        _wait_until(lambda: feed.progress()["batches"] >= 1, 240, "the first micro-batch")
+        _write_rows(str(source), "part-1.parquet", np.arange(300, 600), x[300:600], y[300:600])
+        _wait_until(lambda: feed.progress()["restarts"], 120, "the restart")
+        assert feed.query.isActive            # the query never stopped
+        _wait_until(lambda: feed.progress()["batches"] >= 2, 240, "the second micro-batch on the new nodes")
+        _write_rows(str(source), "part-2.parquet", np.arange(600, 900), x[600:900], y[600:900])
+        _wait_until(lambda: feed.progress()["batches"] >= 3, 240, "the third micro-batch")
+        progress = feed.progress()
+    finally:
+        cluster.shutdown()
+    restart, = progress["restarts"]
+    assert restart["node"] == "worker:1" and "died" in restart["error"] and restart["attempt"] == 1, restart
+    assert cluster.attempt == 1 and progress["batches"] == 3
+    reread = []
+    for node in ("worker-0", "worker-1"):
+        with open(out / "a1-{}.json".format(node)) as f:
+            reread.extend(json.load(f))
+    # the batch in flight went whole to the new nodes, the later one too; the batch done before was not fed again
+    assert sorted(reread) == list(range(300, 900))
+
+
 # ---------------------------------------------------------------- 7. example
 
 

@@ -49,7 +49,8 @@ def cached_frame(spark, rows, partitions):
     import pandas as pd
 
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"image": list(rng.random((rows, FEATURES), dtype=np.float32))})
+    # Python floats: without Arrow (a fallback Spark may take) createDataFrame refuses numpy float32 objects
+    frame = pd.DataFrame({"image": rng.random((rows, FEATURES), dtype=np.float32).tolist()})
     df = spark.createDataFrame(frame, "image array<float>").repartition(partitions).cache()
     assert df.count() == rows
     return df

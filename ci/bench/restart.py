@@ -33,25 +33,27 @@ def checkpointing_reader(args, ctx):
             ctx.resume_feed(epoch)
     feed = ctx.get_data_feed()
     steps = 0
+    count_file = os.path.join(args["out"], "steps-a{}-{}.json".format(ctx.attempt, ctx.executor_id))
     while not feed.should_stop():
         read = 0
         for _ in feed.epoch_batches(BATCH):
             steps += 1
             read += 1
             time.sleep(args["step_seconds"])
+            with open(count_file + ".tmp", "w") as f:   # after every step: a killed node's steps count too
+                json.dump(steps, f)
+            os.replace(count_file + ".tmp", count_file)
         if not read:
             break
         with open(state, "w") as f:
             f.write(str(epoch))
         epoch += 1
-    with open(os.path.join(args["out"], "steps-a{}-{}.json".format(ctx.attempt, ctx.executor_id)), "w") as f:
-        json.dump(steps, f)
 
 
 def _steps(directory):
     total = 0
     for name in os.listdir(directory):
-        if name.startswith("steps-"):
+        if name.startswith("steps-") and name.endswith(".json"):
             with open(os.path.join(directory, name)) as f:
                 total += json.load(f)
     return total

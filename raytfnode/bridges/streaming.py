@@ -31,7 +31,12 @@ The stream ends cleanly when the query stops (its source is exhausted with
 ``availableNow``, or :meth:`StreamingFeed.stop`, or ``cluster.shutdown()``), when a
 node calls ``DataFeed.terminate()``, or when every fed node's ``map_fun``
 returned. A node failure stops the query within a second or so, and
-:meth:`StreamingFeed.await_termination` raises the node's ``NodeError``.
+:meth:`StreamingFeed.await_termination` raises the node's ``NodeError``; with
+``TFCluster.run(..., max_failures=N)`` the cluster restarts instead (every node,
+as for ``train()``; ``map_fun`` resumes from ``ctx.checkpoint_dir``) and the stream
+goes on: batches fed whole before the failure are not fed again (the ledger moves
+to the new coordinator), the batch in flight is fed whole to the new nodes, and
+the query itself never stops. :meth:`StreamingFeed.progress` lists the restarts.
 """
 import dataclasses
 import hashlib
@@ -129,6 +134,18 @@ class _NodeWatch:
                 return NodeError(job_name, task_index, outcome[1], outcome[2])
         return None
 
+    def discard(self):
+        """Reads the join calls on nodes that a restart stopped, so Ray reports none as an unhandled error."""
+        with self.lock:
+            refs, self.pending = list(self.pending), {}
+        if refs:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=2.0)
+            for ref in ready:
+                try:
+                    ray.get(ref)
+                except Exception:  # noqa: BLE001
+                    pass
+
     def fed_nodes_finished(self):
         """Whether every fed node's ``map_fun`` returned."""
         return all(eid in self.outcomes for eid in self.cluster._fed())
@@ -165,6 +182,9 @@ class StreamingFeed:
         self._rows_per_slot = [0] * len(cluster._fed())
         self._last_batch_id = None
         self._watch = _NodeWatch(cluster)
+        self._watch_attempt = cluster.attempt
+        self._restart_lock = threading.Lock()
+        self.restarts = []              # one record per cluster restart while streaming
         self._monitor = None
 
     # ------------------------------------------------------------ feeding
@@ -196,21 +216,30 @@ class StreamingFeed:
         with self._lock:
             self._current = target.feed_id
             self._idle.clear()
+        attempt = self.cluster.attempt
         try:
             stats = source.train_job(target, 0).action()
         except BaseException as exc:
             if self._stopping and self._error is None:
                 raise _StreamStopped("stream {} was stopped while batch {} was fed".format(
                     self.stream_key, batch_id)) from None
-            error = self._explain(exc)
-            self._fail(error)
-            if error is exc:
-                raise
-            raise error from None
+            error = self._explain(exc) if self.cluster.attempt == attempt else None
+            if error is None or (isinstance(error, NodeError) and self._recover(error, attempt)):
+                logger.info("stream %s: feeding batch %s again, whole, to the restarted nodes",
+                            self.stream_key, batch_id)
+                stats = None
+            else:
+                self._fail(error)
+                error = self._error or error   # the policy's final error when restarts ran out
+                if error is exc:
+                    raise
+                raise error from None
         finally:
             with self._lock:
                 self._current = None
                 self._idle.set()
+        if stats is None:
+            return self.feed_batch(source, batch_id)
         counts = ray.get(coordinator.finish_stream_batch.remote(self.stream_key, batch_id, target.feed_id))
         if self.epoch_per_batch and sum(counts):
             for eid in self.cluster._fed():
@@ -238,6 +267,37 @@ class StreamingFeed:
         return unwrapped if isinstance(unwrapped, RayTFNodeError) else FeedError(
             "stream {} failed while feeding a micro-batch: {}".format(self.stream_key, _first_line(exc)))
 
+    def _recover(self, error, attempt):
+        """Restarts the cluster after ``error`` when ``run(max_failures=)`` allows; whether the stream goes on.
+
+        Called by Spark's batch thread and the monitor, whichever sees the failure
+        first; the second finds the cluster past ``attempt`` and just goes on.
+        """
+        with self._restart_lock:
+            if self.cluster.attempt != attempt:
+                return True
+            if self.cluster._policy.max_failures == 0:
+                return False
+            try:
+                ledger = ray.get(self.cluster.coordinator.stream_ledger.remote(self.stream_key), timeout=30)
+            except Exception:  # noqa: BLE001  (without the ledger a restart could feed batches twice)
+                logger.exception("stream %s: the ledger of fed batches could not be read", self.stream_key)
+                return False
+            try:
+                record = self.cluster._restart(error)
+            except RayTFNodeError as final:   # the policy said no: this error ends the stream
+                self._fail(final)
+                return False
+            ray.get(self.cluster.coordinator.restore_stream_ledger.remote(self.stream_key, ledger))
+            self._watch.discard()
+            self._watch = _NodeWatch(self.cluster)
+            self._watch_attempt = self.cluster.attempt
+            record.pop("fed_rows", None)
+            self.restarts.append(record)
+            logger.warning("stream %s: the cluster restarted (attempt %d) after %s failed; the stream goes on",
+                           self.stream_key, self.cluster.attempt, error.node)
+            return True
+
     # ------------------------------------------------------------ watching
 
     def _start(self):
@@ -255,11 +315,15 @@ class StreamingFeed:
     def _run_monitor(self):
         try:
             while self._source_active():
+                watched_attempt = self._watch_attempt
                 error = self._watch.poll()
+                if error is not None and self._recover(error, watched_attempt):
+                    continue
                 if error is not None:
                     self._fail(error)
                     self._stop_source(graceful=False)
                     break
+                self.cluster._check_recovered()   # a restart's recovery ends when the new nodes consume
                 if not self._stopping:
                     terminated = ray.get(self.cluster.coordinator.terminated.remote())
                     if terminated is not None:
@@ -366,11 +430,11 @@ class StreamingFeed:
         return dict(zip((self.cluster._name(eid) for eid in self.cluster._fed()), self._rows_per_slot))
 
     def progress(self):
-        """Batches and rows fed so far, rows per node, and the query's last progress report."""
+        """Batches and rows fed so far, rows per node, the cluster's restarts and the query's last progress report."""
         report = {"stream": self.stream_key, "active": self.is_active, "batches": self._batches,
                   "replayed_batches_skipped": self._replayed, "rows": self._rows,
                   "last_batch_id": self._last_batch_id, "rows_per_node": self.rows_per_node(),
-                  "stop_reason": self._stop_reason}
+                  "stop_reason": self._stop_reason, "restarts": list(self.restarts)}
         if self.query is not None:
             report["query"] = self.query.lastProgress
         return report
