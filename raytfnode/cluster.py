@@ -23,7 +23,7 @@ from . import logs
 from . import roles as roles_lib
 from .chunks import DEFAULT_CHUNK_BYTES
 from .coordinator import CoordinatorActor
-from .errors import (BadInputError, ClusterStoppedError, FeedTimeoutError, NodeError, RayTFNodeError,
+from .errors import (BadInputError, ClusterStoppedError, FeedError, FeedTimeoutError, NodeError, RayTFNodeError,
                      ReservationTimeoutError, ShutdownTimeoutError, actor_death_message)
 from .feed_queue import END_EPOCH, END_FEED, NodeQueuesActor
 from .feeding import FeedTarget
@@ -347,8 +347,9 @@ class TFCluster:
 
         Returns:
           A dict with ``rows`` (the rows of the epochs fed, each epoch counted once), ``consumed`` (rows the
-          nodes read, over all attempts) and ``skipped`` rows, ``epochs`` (distinct epochs fed to the end),
-          ``seconds`` and ``restarts`` (one record per restart: ``attempt``, ``node``, ``error``, ``resume_epoch``,
+          nodes read, over all attempts) and ``skipped`` rows (counted rows of fed epochs that no node read
+          after ``DataFeed.terminate()``), ``epochs`` (distinct epochs fed to the end), ``skipped_epochs``
+          (epochs not fed at all after ``terminate()``), ``seconds`` and ``restarts`` (one record per restart: ``attempt``, ``node``, ``error``, ``resume_epoch``,
           ``recovery_seconds`` from the failure seen to the new nodes consuming, ``rows_refed``);
           for a stream, its running :class:`raytfnode.bridges.streaming.StreamingFeed`.
         """
@@ -366,8 +367,9 @@ class TFCluster:
         if num_epochs == 0:
             logger.info("num_epochs=0: feeding the data %d times (TensorFlowOnSpark's default)", DEFAULT_EPOCHS)
             num_epochs = DEFAULT_EPOCHS
-        report = {"epochs": 0, "rows": 0, "consumed": 0, "skipped": 0, "partitions": 0, "seconds": 0.0,
-                  "restarts": []}
+        self._refuse_if_terminated()
+        report = {"epochs": 0, "rows": 0, "consumed": 0, "skipped": 0, "skipped_epochs": 0, "partitions": 0,
+                  "seconds": 0.0, "restarts": []}
         epoch_rows = {}       # epoch -> rows fed in it (completed epochs)
         position = {"epoch": 0, "fed_at_epoch_start": 0}
         started = time.monotonic()
@@ -398,6 +400,14 @@ class TFCluster:
             logger.info("train(): %d rows skipped after DataFeed.terminate()", report["skipped"])
         return report
 
+    def _refuse_if_terminated(self):
+        """A node's ``DataFeed.terminate()`` ends the cluster's feeding for good: a later feed is an error."""
+        terminated = ray.get(self.coordinator.terminated.remote())
+        if terminated is not None:
+            raise FeedError("node {} called DataFeed.terminate(), which ends this cluster's feeding: a later "
+                            "train() or inference() would skip every row. Start a new cluster (TFCluster.run) "
+                            "to feed more data".format(terminated))
+
     def _feed_epochs(self, source, qname, feed_timeout, first_epoch, num_epochs, report, epoch_rows, position,
                      show=None):
         """Feeds epochs ``first_epoch..num_epochs-1`` to the current attempt's nodes."""
@@ -423,12 +433,10 @@ class TFCluster:
                 for eid in self._fed():
                     self.queue_actors[eid].put_marker.remote(qname, (END_EPOCH, target.feed_id, epoch))
                 if ray.get(self.coordinator.terminated.remote()) is not None:
-                    remaining = num_epochs - epoch - 1
-                    if remaining:
-                        logger.info("feeding was terminated: skipping the %d remaining epochs", remaining)
-                        skipped_epochs = remaining * (report["rows"] // max(report["epochs"], 1))
-                        report["skipped"] += skipped_epochs
-                        report["rows"] += skipped_epochs   # rows == consumed + skipped
+                    report["skipped_epochs"] = num_epochs - epoch - 1
+                    if report["skipped_epochs"]:
+                        logger.info("feeding was terminated: the %d remaining epochs are not fed",
+                                    report["skipped_epochs"])
                     break
         finally:
             display.close()
@@ -551,6 +559,7 @@ class TFCluster:
         if getattr(source, "streaming", False):
             return source.inference(self._target(qname, feed_timeout), self, **stream_options)
         self._raise_node_error()
+        self._refuse_if_terminated()
         return source.inference(self._target(qname, feed_timeout), self)
 
     def _with_restarts(self, target, step):
