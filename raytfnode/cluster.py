@@ -26,6 +26,7 @@ from .coordinator import CoordinatorActor
 from .errors import (BadInputError, ClusterStoppedError, FeedError, FeedTimeoutError, NodeError, RayTFNodeError,
                      ReservationTimeoutError, ShutdownTimeoutError, actor_death_message)
 from .feed_queue import END_EPOCH, END_FEED, NodeQueuesActor
+from .guard import GuardedHandle, new_secret, plain
 from .feeding import FeedTarget
 from .manager import manager_address
 from .node import TFNodeActor
@@ -62,8 +63,9 @@ class TFCluster:
         self.cluster_spec = {}
         self.queues = ()
         self.nodes = []            # node actor handles, by executor id
-        self.queue_actors = []     # queue actor handles, by executor id
+        self.queue_actors = []     # queue actor handles (GuardedHandle: they carry the secret), by executor id
         self.coordinator = None
+        self._secret = None        # the cluster's secret: its queue actors and coordinator answer only it
         self.placement_group = None
         self.tensorboard_node = None
         self._tensorboard_url = None
@@ -193,6 +195,7 @@ class TFCluster:
             feed_timeout=float(feed_timeout),
             chunk_bytes=self._chunk_bytes,
             auth_mode=os.environ.get("RAY_AUTH_MODE"),
+            secret=self._secret,
             slot_machines=tuple(self.cluster_info[i].get("node_id") for i in fed),
             data_locality=self._data_locality,
         )
@@ -654,7 +657,7 @@ class TFCluster:
                 pass
         for handle in list(self.nodes) + list(self.queue_actors) + ([self.coordinator] if self.coordinator else []):
             try:
-                ray.kill(handle, no_restart=True)
+                ray.kill(plain(handle), no_restart=True)
             except Exception:  # noqa: BLE001
                 pass
         if self.placement_group is not None:
@@ -805,6 +808,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
     cluster.queues = queues
     cluster.cluster_id = uuid.uuid4().hex[:10]
     cluster.namespace = "raytfnode-" + cluster.cluster_id
+    cluster._secret = new_secret()
     cluster.roles = roles_lib.node_roles(template)
     cluster._chunk_bytes = chunk_bytes
     cluster._data_locality = bool(data_locality)
@@ -876,7 +880,7 @@ def _launch(cluster):
                       config["queue_max_bytes"], config["runtime_env"], config["reservation_timeout"],
                       config["log_level"])
         infos = _reserve(cluster, requests, config["reservation_timeout"], config["import_tensorflow"])
-        cluster.cluster_info = [dict(info, job_name=job, task_index=index,
+        cluster.cluster_info = [dict(info, job_name=job, task_index=index, authkey=cluster._secret,
                                      addr=manager_address(cluster.namespace, cluster._queue_actor_name(eid)))
                                 for eid, (info, (job, index)) in enumerate(zip(infos, cluster.roles))]
         addresses = ["{}:{}".format(info["host"], info["port"]) for info in infos]
@@ -933,12 +937,15 @@ def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_
     # bookkeeping actors (0 CPU) on the driver's machine: they must outlive any machine of TF nodes, so a
     # lost machine fails its node, not the queues that every producer and the driver talk to
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    cluster.coordinator = CoordinatorActor.options(
-        name=cluster._coordinator_name(), namespace=cluster.namespace, scheduling_strategy=here).remote(len(fed))
+    secret = cluster._secret   # the queue actors and the coordinator answer only calls that carry it
+    cluster.coordinator = GuardedHandle(CoordinatorActor.options(
+        name=cluster._coordinator_name(), namespace=cluster.namespace, scheduling_strategy=here).remote(
+            secret, len(fed)), secret)
     cluster.queue_actors = [
-        NodeQueuesActor.options(name=cluster._queue_actor_name(eid), namespace=cluster.namespace,
-                                scheduling_strategy=here).remote(
-            names[eid], list(cluster.queues), queue_max_bytes, cluster.coordinator if eid in fed else None)
+        GuardedHandle(NodeQueuesActor.options(name=cluster._queue_actor_name(eid), namespace=cluster.namespace,
+                                              scheduling_strategy=here).remote(
+            secret, names[eid], list(cluster.queues), queue_max_bytes, cluster.coordinator if eid in fed else None),
+            secret)
         for eid in range(len(cluster.roles))
     ]
     strategies = [None] * len(requests)

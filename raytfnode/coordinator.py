@@ -7,9 +7,8 @@ and a synchronous strategy (MultiWorkerMirroredStrategy) sees every worker run
 out of data at the same step. Assignments are remembered per chunk key, so a
 retried producer gets the same split as its failed attempt.
 """
-import ray
-
 from .errors import BadInputError
+from .guard import guarded_actor
 
 
 def level_split(totals, num_rows):
@@ -148,4 +147,6 @@ class _Coordinator:
         self.level_of.pop(feed_id, None)
 
 
-CoordinatorActor = ray.remote(num_cpus=0)(_Coordinator)
+#: the coordinator actor class: ``CoordinatorActor.options(...).remote(secret, num_slots)``, called through a
+#: :class:`raytfnode.guard.GuardedHandle`
+CoordinatorActor = guarded_actor(_Coordinator, num_cpus=0)

@@ -32,10 +32,10 @@ import collections
 import logging
 import time
 
-import ray
 from ray.exceptions import RayActorError
 
 from .errors import ClusterStoppedError, FeedError, FeedTimeoutError, NodeError, actor_death_message
+from .guard import guarded_actor
 
 logger = logging.getLogger(__name__)
 
@@ -555,5 +555,7 @@ class _NodeQueues:
         return [got[i] for i in range(num_chunks)]
 
 
-NodeQueuesActor = ray.remote(num_cpus=0, max_concurrency=1000)(_NodeQueues)
+#: the queue actor class: ``NodeQueuesActor.options(...).remote(secret, node_name, queue_names, ...)``,
+#: called through a :class:`raytfnode.guard.GuardedHandle` that holds the secret
+NodeQueuesActor = guarded_actor(_NodeQueues, num_cpus=0, max_concurrency=1000)
 """The Ray actor class; created by :class:`raytfnode.manager.TFManager` and the cluster."""

@@ -19,6 +19,7 @@ import ray
 
 from .chunks import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, chunk_rows
 from .errors import BadInputError, FeedError
+from .guard import GuardedHandle
 from .stored import StoredRows
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class FeedTarget:
         cluster with token authentication), for processes that did not inherit it.
       :slot_machines: the Ray node id of each fed node, in slot order (for data locality).
       :data_locality: plan stored blocks' rows onto nodes on the blocks' machines.
+      :secret: the cluster's secret, without which its queue actors and coordinator answer nothing
+        (never printed: not in the repr).
     """
 
     namespace: str
@@ -60,6 +63,7 @@ class FeedTarget:
     auth_mode: str = None
     slot_machines: tuple = ()
     data_locality: bool = True
+    secret: bytes = dataclasses.field(default=None, repr=False)
 
 
 _lock = threading.Lock()
@@ -80,8 +84,10 @@ def connect(target):
                      logging_level=logging.WARNING)
         key = (target.namespace, target.coordinator_name, target.queue_names)
         if key not in _handles:
-            coordinator = ray.get_actor(target.coordinator_name, namespace=target.namespace)
-            queues = [ray.get_actor(name, namespace=target.namespace) for name in target.queue_names]
+            coordinator = GuardedHandle(ray.get_actor(target.coordinator_name, namespace=target.namespace),
+                                        target.secret)
+            queues = [GuardedHandle(ray.get_actor(name, namespace=target.namespace), target.secret)
+                      for name in target.queue_names]
             _handles.clear()
             _handles[key] = (coordinator, queues)
         return _handles[key]

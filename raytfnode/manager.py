@@ -14,12 +14,14 @@ Ray task or actor it is handed to::
     feed.next_batch(2)                # [0, 1]
 
 Another process of the same Ray cluster reaches a running manager by its
-address (``mgr.address``, also ``cluster_info[i]['addr']`` of a ``TFCluster``)::
+address and key (``mgr.address`` and ``mgr.authkey``, also ``cluster_info[i]['addr']``
+and ``cluster_info[i]['authkey']`` of a ``TFCluster``)::
 
     mgr = TFManager.connect(address, authkey)
 
 An address is ``'<Ray namespace>/<queue actor name>'``: queue actors are named
-Ray actors, so any driver, task or actor connected to the cluster finds them.
+Ray actors, so any driver, task or actor connected to the cluster finds them;
+the actor answers only calls that carry its key (see :mod:`raytfnode.guard`).
 """
 import logging
 import queue as stdlib_queue
@@ -29,6 +31,7 @@ import ray
 
 from .errors import BadInputError, ClusterStoppedError
 from .feed_queue import CHUNK, END_FEED, ITEM, NodeQueuesActor
+from .guard import GuardedHandle, as_secret, new_secret, plain
 from .stored import chunk_of
 
 logger = logging.getLogger(__name__)
@@ -49,17 +52,6 @@ def _parse_address(address):
     return address.split("/")
 
 
-_authkey_warned = []
-
-
-def _warn_authkey_ignored():
-    if not _authkey_warned:
-        _authkey_warned.append(True)
-        logger.warning("TFManager.start(authkey=...) is ignored: raytfnode's queues are a Ray actor, reachable by "
-                       "the jobs of this Ray cluster (protect the cluster with Ray's token authentication and its "
-                       "network), not a manager on a port that a key would guard")
-
-
 class TFManager:
     """Shared queues and state of one TF node.
 
@@ -74,6 +66,11 @@ class TFManager:
         self._address = address
 
     @property
+    def authkey(self):
+        """The key that :meth:`connect` needs for this manager (its cluster's secret), as bytes."""
+        return getattr(self._actor, "secret", None)
+
+    @property
     def address(self):
         """This manager's address for :meth:`connect`: ``'<Ray namespace>/<queue actor name>'``."""
         if self._address is None:
@@ -86,16 +83,22 @@ class TFManager:
 
         Args:
           :address: ``'<Ray namespace>/<queue actor name>'``.
-          :authkey: accepted for compatibility; Ray's own authentication applies.
+          :authkey: the manager's key: ``cluster_info[i]['authkey']`` (a node of a ``TFCluster``),
+            ``mgr.authkey``, or the key given to :meth:`start` (bytes or str).
 
         Returns:
           A ``TFManager`` of the same queues and state. Ray is joined (``address='auto'``) when this process
-          is not connected yet.
+          is not connected yet. A wrong key is refused at the first call
+          (:class:`raytfnode.guard.AccessDeniedError`).
 
         Raises:
           :raytfnode.errors.ClusterStoppedError: when no manager runs at ``address``.
+          :raytfnode.errors.BadInputError: for a malformed address or no key.
         """
         namespace, name = _parse_address(address)
+        if authkey is None:
+            raise BadInputError("TFManager.connect needs the manager's authkey: cluster_info[i]['authkey'] of its "
+                                "TFCluster, mgr.authkey, or the key given to TFManager.start")
         if not ray.is_initialized():
             ray.init(address="auto")
         try:
@@ -103,17 +106,16 @@ class TFManager:
         except ValueError:
             raise ClusterStoppedError("no TFManager runs at {}: its node or cluster was shut down (or the address "
                                       "is of another Ray cluster)".format(address)) from None
-        return cls(actor, name, address)
+        return cls(GuardedHandle(actor, as_secret(authkey)), name, address)
 
     @classmethod
     def start(cls, authkey=None, queues=DEFAULT_QUEUES, mode="local", max_bytes=64 << 20, node_name="local:0"):
         """Starts a manager: a new queue actor on the current Ray cluster.
 
         Args:
-          :authkey: accepted for compatibility and not used: the queues live in a Ray actor, not a
-            ``multiprocessing`` manager listening on a port, so there is nothing for the key to
-            guard. Who can reach the actor is decided by the Ray cluster (its token authentication
-            and network); see the README's Security section. Passing a key logs a warning, once.
+          :authkey: the key (bytes or str) that the manager's queue actor demands of every call, as the
+            original's ``multiprocessing`` manager did; :meth:`connect` needs it. ``None``: a random key
+            (``mgr.authkey``).
           :queues: names of the queues to create.
           :mode: ``'local'`` or ``'remote'``; both give the same Ray-backed manager.
           :max_bytes: bound on the bytes of chunks queued per queue.
@@ -123,15 +125,14 @@ class TFManager:
         """
         if mode not in ("local", "remote"):
             raise ValueError("mode must be 'local' or 'remote', got {!r}".format(mode))
-        if authkey is not None:
-            _warn_authkey_ignored()
         if not ray.is_initialized():
             logger.info("Ray is not running: starting a local Ray instance for TFManager")
             ray.init()
         name = "raytfnode-manager-" + uuid.uuid4().hex[:12]
+        secret = as_secret(authkey) or new_secret()
         actor = NodeQueuesActor.options(name=name, namespace=MANAGER_NAMESPACE).remote(
-            node_name, list(queues), max_bytes)
-        return cls(actor, node_name, manager_address(MANAGER_NAMESPACE, name))
+            secret, node_name, list(queues), max_bytes)
+        return cls(GuardedHandle(actor, secret), node_name, manager_address(MANAGER_NAMESPACE, name))
 
     def get_queue(self, name):
         """The named queue, with the interface of a joinable ``queue.Queue``."""
@@ -147,7 +148,7 @@ class TFManager:
 
     def shutdown(self):
         """Stops the queue actor of a manager made by :meth:`start`."""
-        ray.kill(self._actor)
+        ray.kill(plain(self._actor))
 
     def __repr__(self):
         return "TFManager(node={})".format(self.node_name)
@@ -155,7 +156,7 @@ class TFManager:
 
 def _address_of(actor):
     """The address of a queue actor known only by its handle (a node's ``ctx.mgr``): found among named actors."""
-    wanted = actor._actor_id
+    wanted = plain(actor)._actor_id
     for entry in ray.util.list_named_actors(all_namespaces=True):
         if not entry["name"].startswith("raytfnode-"):
             continue

@@ -44,7 +44,8 @@ def test_original_keywords_connect_and_shutdown_without_timeout(spark, no_leftov
             cluster.train(dataRDD=[[1]], data=[[1]])
         addresses = [info["addr"] for info in cluster.cluster_info]
         for index, address in enumerate(addresses):
-            TFManager.connect(address, b"any key").get_queue("control").put("hello {}".format(index))
+            TFManager.connect(address, cluster.cluster_info[index]["authkey"]).get_queue("control").put(
+                "hello {}".format(index))
     except BaseException:
         cluster.shutdown(timeout=60)
         raise

@@ -1,5 +1,4 @@
 """TFManager and DataFeed on a real local Ray cluster: TensorFlowOnSpark's unit-test flow and the queue API."""
-import logging
 import queue
 import sys
 import warnings
@@ -65,20 +64,29 @@ def test_tfmanager_module_start_accepts_the_documented_arguments(ray_cluster):
         TFManager.start(b"x", ["input"], "bogus")
 
 
-def test_tfmanager_start_warns_once_that_the_authkey_guards_nothing(ray_cluster, caplog):
-    from raytfnode import manager as manager_module
+def test_tfmanager_start_key_guards_its_queues_and_connect_needs_it(ray_cluster):
+    from raytfnode.guard import AccessDeniedError
 
-    manager_module._authkey_warned.clear()     # once per process: start counting here
-    started = []
-    with caplog.at_level(logging.WARNING, logger="raytfnode.manager"):
-        started.append(TFManager.start(None, ["input"]))
-        assert not caplog.records
-        started.append(TFManager.start(b"secret", ["input"]))
-        started.append(TFManager.start(b"other", ["input"]))
-    for manager in started:
-        manager.shutdown()
-    notices = [r for r in caplog.records if "authkey" in r.getMessage()]
-    assert len(notices) == 1 and "token authentication" in notices[0].getMessage()
+    mgr = TFManager.start("sesame", ["input"])
+    try:
+        assert mgr.authkey == b"sesame"
+        TFManager.connect(mgr.address, b"sesame").get_queue("input").put("with the key")
+        assert mgr.get_queue("input").get(timeout=30) == "with the key"
+        intruder = TFManager.connect(mgr.address, b"guess")
+        with pytest.raises(AccessDeniedError, match="without the cluster's secret"):
+            intruder.get_queue("input").put("poison")
+        with pytest.raises(AccessDeniedError):
+            intruder.get("state")
+        with pytest.raises(BadInputError, match="authkey"):
+            TFManager.connect(mgr.address)
+        assert mgr.get_queue("input").qsize() == 0        # nothing got in
+    finally:
+        mgr.shutdown()
+    unkeyed = TFManager.start(None, ["input"])
+    try:
+        assert len(unkeyed.authkey) == 32                  # a random key of its own
+    finally:
+        unkeyed.shutdown()
 
 
 def test_manager_get_and_set_store_values(mgr):

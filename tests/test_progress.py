@@ -12,6 +12,7 @@ import pytest
 import ray
 
 from raytfnode.feed_queue import NodeQueuesActor
+from raytfnode.guard import GuardedHandle, new_secret, plain
 from raytfnode.progress import FeedProgress, plain_line, progress_enabled
 
 NODES = ("chief:0", "worker:0")
@@ -26,10 +27,12 @@ class TerminalStream(io.StringIO):
 
 @pytest.fixture
 def queues(ray_cluster):
-    actors = [NodeQueuesActor.remote(name, ["input"], 64 << 20, None) for name in NODES]
+    secret = new_secret()
+    actors = [GuardedHandle(NodeQueuesActor.remote(secret, name, ["input"], 64 << 20, None), secret)
+              for name in NODES]
     yield actors
     for actor in actors:
-        ray.kill(actor)
+        ray.kill(plain(actor))
 
 
 def feed_and_read(queues, rows_per_node, feed_id, serial):

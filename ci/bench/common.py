@@ -105,7 +105,7 @@ class CpuMeter:
             return "spark JVMs"
         if cmd.startswith("ray::_TFNode"):
             return "TF nodes"
-        if cmd.startswith(("ray::_NodeQueues", "ray::_Coordinator")):
+        if cmd.startswith(("ray::NodeQueuesActor", "ray::CoordinatorActor", "ray::_NodeQueues", "ray::_Coordinator")):
             return "queue+coordinator actors"
         if cmd.startswith("ray::"):
             return "other ray workers (feed tasks, Ray Data)"
