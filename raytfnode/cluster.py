@@ -26,6 +26,7 @@ from .coordinator import CoordinatorActor
 from .errors import (BadInputError, ClusterStoppedError, FeedError, FeedTimeoutError, NodeError, RayTFNodeError,
                      ReservationTimeoutError, ShutdownTimeoutError, actor_death_message)
 from .feed_queue import END_EPOCH, END_FEED, NodeQueuesActor
+from .directory import DirectoryActor
 from .guard import GuardedHandle, new_secret, plain
 from .feeding import FeedTarget
 from .manager import manager_address
@@ -66,6 +67,7 @@ class TFCluster:
         self.queue_actors = []     # queue actor handles (GuardedHandle: they carry the secret), by executor id
         self.coordinator = None
         self._secret = None        # the cluster's secret: its queue actors and coordinator answer only it
+        self.directory = None      # the actor naming the current attempt's actors (raytfnode.directory)
         self.placement_group = None
         self.tensorboard_node = None
         self._tensorboard_url = None
@@ -182,7 +184,9 @@ class TFCluster:
 
     # ---------------------------------------------------------- feeding
 
-    def _target(self, qname, feed_timeout):
+    def _target(self, qname, feed_timeout, follow_restarts=False):
+        """The target of a new feed; ``follow_restarts``: its producers find the current attempt's actors
+        through the cluster's directory (a lazy feed that may outlive a restart)."""
         fed = self._fed()
         return FeedTarget(
             namespace=self.namespace,
@@ -196,6 +200,7 @@ class TFCluster:
             chunk_bytes=self._chunk_bytes,
             auth_mode=os.environ.get("RAY_AUTH_MODE"),
             secret=self._secret,
+            directory_name=self._directory_name() if follow_restarts else None,
             slot_machines=tuple(self.cluster_info[i].get("node_id") for i in fed),
             data_locality=self._data_locality,
         )
@@ -207,6 +212,10 @@ class TFCluster:
 
     def _queue_actor_name(self, executor_id):
         return "{}-queues-{}".format(self._actor_prefix(), executor_id)
+
+    def _directory_name(self):
+        """The directory actor's name: one for the cluster's life, across attempts."""
+        return "raytfnode-{}-directory".format(self.cluster_id)
 
     def _coordinator_name(self):
         return "{}-coordinator".format(self._actor_prefix())
@@ -563,7 +572,7 @@ class TFCluster:
             return source.inference(self._target(qname, feed_timeout), self, **stream_options)
         self._raise_node_error()
         self._refuse_if_terminated()
-        return source.inference(self._target(qname, feed_timeout), self)
+        return source.inference(self._target(qname, feed_timeout, follow_restarts=True), self)
 
     def _with_restarts(self, target, step):
         """Calls ``step(target)`` until it returns; a node failure restarts the cluster (``max_failures``).
@@ -655,7 +664,9 @@ class TFCluster:
                 handle.close.remote()
             except Exception:  # noqa: BLE001
                 pass
-        for handle in list(self.nodes) + list(self.queue_actors) + ([self.coordinator] if self.coordinator else []):
+        directory = [self.directory] if final and self.directory is not None else []
+        for handle in list(self.nodes) + list(self.queue_actors) + ([self.coordinator] if self.coordinator else []) \
+                + directory:
             try:
                 ray.kill(plain(handle), no_restart=True)
             except Exception:  # noqa: BLE001
@@ -893,6 +904,14 @@ def _launch(cluster):
                   for eid, node in enumerate(cluster.nodes)]
         _wait_started(cluster, starts)
         cluster._joins = {eid: node.join.remote(None) for eid, node in enumerate(cluster.nodes)}
+        if cluster.directory is None:
+            cluster.directory = GuardedHandle(DirectoryActor.options(
+                name=cluster._directory_name(), namespace=cluster.namespace,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                   soft=False)).remote(cluster._secret),
+                cluster._secret)
+        ray.get(cluster.directory.point_to.remote(cluster.attempt, [cluster._queue_actor_name(eid) for eid in fed],
+                                                  cluster._coordinator_name()))
         for queue, node in zip(cluster.queue_actors, cluster.nodes):
             queue.watch_node.remote(node)   # producers learn of a dead node even when no driver watches
         if config["tensorboard"]:

@@ -48,6 +48,9 @@ class FeedTarget:
       :data_locality: plan stored blocks' rows onto nodes on the blocks' machines.
       :secret: the cluster's secret, without which its queue actors and coordinator answer nothing
         (never printed: not in the repr).
+      :directory_name: for a lazy feed that may outlive a restart: the cluster's directory actor, which
+        names the current attempt's queue actors and coordinator (``queue_names`` and
+        ``coordinator_name`` are then those of the attempt that made the target).
     """
 
     namespace: str
@@ -64,6 +67,7 @@ class FeedTarget:
     slot_machines: tuple = ()
     data_locality: bool = True
     secret: bytes = dataclasses.field(default=None, repr=False)
+    directory_name: str = None
 
 
 _lock = threading.Lock()
@@ -82,12 +86,16 @@ def connect(target):
                 Config.initialize("")  # Ray caches its config at import: re-read it (as ray.init does)
             ray.init(address=target.ray_address, namespace=target.namespace, log_to_driver=False,
                      logging_level=logging.WARNING)
-        key = (target.namespace, target.coordinator_name, target.queue_names)
+        coordinator_name, queue_names = target.coordinator_name, target.queue_names
+        if target.directory_name:   # the current attempt's actors, after any restart
+            directory = GuardedHandle(ray.get_actor(target.directory_name, namespace=target.namespace),
+                                      target.secret)
+            _, queue_names, coordinator_name = ray.get(directory.current_actors.remote())
+        key = (target.namespace, coordinator_name, tuple(queue_names))
         if key not in _handles:
-            coordinator = GuardedHandle(ray.get_actor(target.coordinator_name, namespace=target.namespace),
-                                        target.secret)
+            coordinator = GuardedHandle(ray.get_actor(coordinator_name, namespace=target.namespace), target.secret)
             queues = [GuardedHandle(ray.get_actor(name, namespace=target.namespace), target.secret)
-                      for name in target.queue_names]
+                      for name in queue_names]
             _handles.clear()
             _handles[key] = (coordinator, queues)
         return _handles[key]

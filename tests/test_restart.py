@@ -305,13 +305,17 @@ def test_spark_fed_inference_action_restarts_after_a_killed_node_and_answers_eve
     cluster = TFCluster.run(spark, _doubler, {"slow": 0.05}, 2, 0, input_mode=TFCluster.InputMode.SPARK,
                             import_tensorflow=False, max_failures=1)
     killed = []
-    watcher = threading.Thread(target=_kill_when_consumed, args=(cluster, 1, 40, killed), daemon=True)
+    # worker:1 answers partitions 1, 3 and 5 (40 rows each): it dies reading partition 3, after partition 1
+    watcher = threading.Thread(target=_kill_when_consumed, args=(cluster, 1, 60, killed), daemon=True)
     watcher.start()
     try:
         results = cluster.inference(data, feed_timeout=120)
         answers = results.collect()      # the action is watched: the kill restarts the cluster, the action re-runs
         assert killed and cluster.attempt == 1, (killed, cluster.attempt)
         assert len(cluster.failures) == 1 and cluster.failures[0].error.node == "worker:1"
+        refed = sum(ray.get(queue.stats.remote())["fed_rows"] for queue in cluster.queue_actors)
+        assert 0 < refed < len(rows), refed     # only the partitions without a result ran again
+        assert not results.is_cached            # the results kept during the action were let go
         again = results.count()           # a later action runs on the restarted cluster's nodes
     finally:
         cluster.shutdown()

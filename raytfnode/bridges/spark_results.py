@@ -12,9 +12,13 @@ cancels the Spark job within seconds and raises the node's
 :class:`raytfnode.errors.NodeError` (with Spark's exception as its ``__cause__``
 when Spark noticed first),
 and with ``TFCluster.run(..., max_failures=N)`` the cluster restarts and the
-action runs again, whole, on the new nodes. RDDs derived from the result
-(``results.map(...)``) are plain Spark RDDs: their actions fail within seconds
-too (each node's queue actor watches its node), with Spark's own exception.
+action runs again on the new nodes: while it runs, the results of completed
+partitions are persisted (``MEMORY_AND_DISK``, unpersisted when it ends) and
+the producers find the current attempt's actors through the cluster's
+directory (:mod:`raytfnode.directory`), so only the partitions without a
+result are fed again. RDDs derived from the result (``results.map(...)``) are
+plain Spark RDDs: their actions fail within seconds too (each node's queue
+actor watches its node), with Spark's own exception.
 """
 import functools
 import itertools
@@ -58,12 +62,14 @@ class InferenceResults(PipelinedRDD):
         cluster._check_running()
         if feed["target"].feed_id in feed["failed"]:
             # the queues gave up on a failed action's feed: run this one as a new feed
-            _feed_to(feed, cluster._target(feed["target"].qname, feed["target"].feed_timeout))
+            _feed_to(feed, cluster._target(feed["target"].qname, feed["target"].feed_timeout,
+                                           follow_restarts=feed["target"].directory_name is not None))
 
         def step(target):
-            if target is not feed["target"]:   # a restart: the new nodes have new queue actors
-                _feed_to(feed, target)
+            if target is not feed["target"] and not feed["target"].directory_name:
+                _feed_to(feed, target)   # a restart: the new nodes have new queue actors
             rdd = feed["rdd"]
+            target = feed["target"]      # a target that follows restarts stays (and so do cached partitions)
 
             def run():
                 _in_action.active = True
@@ -76,11 +82,20 @@ class InferenceResults(PipelinedRDD):
             job = _SparkJob(rdd.context, group, "raytfnode inference: {}".format(action.__name__), run)
             return cluster._watch(job, target, "inference")
 
+        # With restarts allowed, the results of partitions that complete are kept while the action runs:
+        # after a restart Spark then runs only the partitions that had no result, on the new nodes.
+        keep = cluster._policy.max_failures != 0 and feed["target"].directory_name and not feed["rdd"].is_cached
+        if keep:
+            from pyspark import StorageLevel
+            feed["rdd"].persist(StorageLevel.MEMORY_AND_DISK)
         try:
             return cluster._with_restarts(feed["target"], step)
         except BaseException:
             feed["failed"].add(feed["target"].feed_id)
             raise
+        finally:
+            if keep:
+                feed["rdd"].unpersist(blocking=False)
 
 
 def _feed_to(feed, target):
