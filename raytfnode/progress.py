@@ -98,9 +98,11 @@ class FeedProgress:
         self.counters = (0, 0)     # (fed, consumed) in this feed, at the last poll
         self.bar = None
         self.closed = False
-        # the counters before this feed, asked for now but read only when something is shown: a short
-        # feed that shows nothing waits for no answer
+        # the counters before this feed, read now, before its producers start: an async queue actor may
+        # run a later call first, so a baseline read lazily could already hold some of this feed's rows
         self._baseline_refs = [q.stats.remote() for q in self.queue_actors] if self.enabled else []
+        if self._baseline_refs:
+            self._read_baseline(timeout=10)
 
     @property
     def total(self):
@@ -119,10 +121,19 @@ class FeedProgress:
             self.epoch_rows = int(epoch_rows)
             self.size_known_at = (time.monotonic(), self.counters[1])
 
+    def _read_baseline(self, timeout):
+        try:
+            stats = ray.get(self._baseline_refs, timeout=timeout)
+        except Exception:  # noqa: BLE001  (progress must never break feeding; a later poll tries again)
+            return
+        self.baseline = [(s["fed_rows"], s["consumed_rows"]) for s in stats]
+
     def _poll(self):
         try:
             if self.baseline is None:
-                self.baseline = [(s["fed_rows"], s["consumed_rows"]) for s in ray.get(self._baseline_refs, timeout=2)]
+                self._read_baseline(timeout=2)
+                if self.baseline is None:
+                    return False
             stats = ray.get([q.stats.remote() for q in self.queue_actors], timeout=2)
         except Exception:  # noqa: BLE001  (progress must never break feeding)
             return False
