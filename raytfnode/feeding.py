@@ -12,7 +12,6 @@ connected to Ray yet.
 import dataclasses
 import itertools
 import logging
-import os
 import threading
 
 import ray
@@ -21,6 +20,7 @@ from .chunks import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, chunk_rows
 from .errors import BadInputError, FeedError
 from .guard import GuardedHandle
 from .stored import StoredRows
+from .worker_ray import connect_worker
 
 logger = logging.getLogger(__name__)
 
@@ -77,15 +77,7 @@ _handles = {}
 def connect(target):
     """Connects this process to Ray (once) and returns ``(coordinator, [queue actors])``."""
     with _lock:
-        if not ray.is_initialized():
-            if target.auth_mode and not os.environ.get("RAY_AUTH_MODE"):
-                # a Spark worker forked by a JVM started before the driver's ray.init() lacks the
-                # RAY_AUTH_MODE=token that ray.init() set; with an explicit address Ray never enables it
-                os.environ["RAY_AUTH_MODE"] = target.auth_mode
-                from ray._raylet import Config
-                Config.initialize("")  # Ray caches its config at import: re-read it (as ray.init does)
-            ray.init(address=target.ray_address, namespace=target.namespace, log_to_driver=False,
-                     logging_level=logging.WARNING)
+        connect_worker(target.ray_address, target.namespace, target.auth_mode)
         coordinator_name, queue_names = target.coordinator_name, target.queue_names
         if target.directory_name:   # the current attempt's actors, after any restart
             directory = GuardedHandle(ray.get_actor(target.directory_name, namespace=target.namespace),

@@ -14,11 +14,26 @@ starts the stream and returns its :class:`raytfnode.bridges.streaming.StreamingF
 Bridges know nothing of TensorFlow.
 """
 from ..errors import BadInputError
+from ..worker_ray import pass_auth_to_spark_workers
+
+
+def _spark_context(data):
+    """The SparkContext behind an RDD, a DataFrame or a DStream (``None`` for anything else)."""
+    if hasattr(data, "sparkSession"):
+        return data.sparkSession.sparkContext
+    context = getattr(data, "context", None)
+    if callable(context):            # a DStream's context() is its StreamingContext
+        context = context()
+    return getattr(context, "sparkContext", context) if context is not None else None
 
 
 def source_for(data, sc=None):
     """The source object for ``data``: a Spark RDD, DataFrame (static or streaming) or DStream, a Ray Dataset, or a list of partitions."""
     kind = type(data).__module__ + "." + type(data).__name__
+    if kind.startswith("pyspark."):
+        spark_context = _spark_context(data)
+        if spark_context is not None:
+            pass_auth_to_spark_workers(spark_context)   # the workers that feed connect to Ray
     from .streaming import DStreamSource, StreamingDataFrameSource, is_dstream, is_streaming_dataframe
     if is_dstream(data):
         return DStreamSource(data)

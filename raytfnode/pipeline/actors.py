@@ -19,6 +19,7 @@ import ray
 
 from ..errors import BadInputError, ReservationTimeoutError
 from ..resources import check_feasible, node_request
+from ..worker_ray import connect_worker
 from . import serving
 
 logger = logging.getLogger(__name__)
@@ -113,13 +114,7 @@ _handles = {}
 def _pool_handles(address):
     """Connects this process to Ray once (as :func:`raytfnode.feeding.connect` does) and looks the actors up."""
     with _connect_lock:
-        if not ray.is_initialized():
-            if address.auth_mode and not os.environ.get("RAY_AUTH_MODE"):
-                os.environ["RAY_AUTH_MODE"] = address.auth_mode
-                from ray._raylet import Config
-                Config.initialize("")
-            ray.init(address=address.ray_address, namespace=address.namespace, log_to_driver=False,
-                     logging_level=logging.WARNING)
+        connect_worker(address.ray_address, address.namespace, address.auth_mode)
         if address not in _handles:
             _handles.clear()
             _handles[address] = [ray.get_actor(name, namespace=address.namespace) for name in address.names]

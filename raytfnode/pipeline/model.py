@@ -6,6 +6,7 @@ from pyspark.ml.pipeline import Model
 
 from .params import (HasBatchSize, HasExportDir, HasInferenceActors, HasInputMapping, HasModelDir,
                      HasOutputMapping, HasRayResources, HasSignatureDefKey, HasTagSet, Namespace, TFParams)
+from ..worker_ray import pass_auth_to_spark_workers
 from .persistence import TFStageReadWrite
 from .serving import ServingPlan, answer_batches
 from .signature import plan_inputs, plan_outputs, read_signature, spark_type
@@ -87,6 +88,7 @@ class TFModel(Model, TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, 
         plan = self._plan(dataset.columns)
         if self._pool_size():
             plan = dataclasses.replace(plan, actors=self._actor_pool(plan).address)
+            pass_auth_to_spark_workers(dataset.sparkSession.sparkContext)   # the workers call the pool's actors
         schema = ", ".join(["`{}` {}".format(f.name, f.dataType.simpleString()) for f in dataset.schema.fields]
                            + ["`{}` {}".format(column, spark_type(info)) for info, column in plan.outputs])
         logger.info("transform: inputs %s, outputs %s, on %s", plan.inputs, plan.outputs,
