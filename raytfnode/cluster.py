@@ -389,16 +389,9 @@ class TFCluster:
         failure = None
         while True:
             if failure is not None:
-                record, failure = self._restart(failure), None   # raises when the policy says no more
-                record["rows_refed"] = max(0, record.pop("fed_rows") - position["fed_at_epoch_start"])
-                report["restarts"].append(record)
-                try:
-                    record["resume_epoch"] = self._resume_epoch()
-                except NodeError as error:
-                    failure = error
+                epoch, failure = self._restart_training(failure, report, epoch_rows, position, num_epochs)
+                if failure is not None:
                     continue
-                epoch = min(record["resume_epoch"], num_epochs)
-                record["rows_refed"] += sum(rows for e, rows in epoch_rows.items() if epoch <= e < position["epoch"])
             try:
                 self._raise_node_error()
                 self._feed_epochs(source, qname, feed_timeout, epoch, num_epochs, report, epoch_rows, position,
@@ -411,6 +404,24 @@ class TFCluster:
         if report["skipped"]:
             logger.info("train(): %d rows skipped after DataFeed.terminate()", report["skipped"])
         return report
+
+    def _restart_training(self, failure, report, epoch_rows, position, num_epochs):
+        """Restarts the cluster after ``failure`` (or raises when the policy allows no more) for ``train()``.
+
+        Returns:
+          ``(epoch to resume feeding at, None)``, or ``(None, NodeError)`` when a node of the new attempt
+          failed before it said where it resumes.
+        """
+        record = self._restart(failure)
+        record["rows_refed"] = max(0, record.pop("fed_rows") - position["fed_at_epoch_start"])
+        report["restarts"].append(record)
+        try:
+            record["resume_epoch"] = self._resume_epoch()
+        except NodeError as error:
+            return None, error
+        epoch = min(record["resume_epoch"], num_epochs)
+        record["rows_refed"] += sum(rows for e, rows in epoch_rows.items() if epoch <= e < position["epoch"])
+        return epoch, None
 
     def _refuse_if_terminated(self):
         """A node's ``DataFeed.terminate()`` ends the cluster's feeding for good: a later feed is an error."""
@@ -794,21 +805,8 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
     Returns:
       A :class:`TFCluster`, once every node runs its ``map_fun``.
     """
-    if not callable(map_fun):
-        raise BadInputError("map_fun must be a function map_fun(args, ctx), got {!r}".format(map_fun))
-    if input_mode not in (InputMode.SPARK, InputMode.TENSORFLOW):
-        raise BadInputError("input_mode must be InputMode.SPARK or InputMode.TENSORFLOW, got {!r}".format(input_mode))
-    try:
-        template = roles_lib.cluster_template(num_executors, num_ps, master_node, eval_node)
-    except ValueError as exc:
-        raise BadInputError(str(exc)) from None
-    try:
-        log_level = logs.apply_driver_defaults(log_level)
-    except ValueError as exc:
-        raise BadInputError(str(exc)) from None
-    queues = tuple(queues)
-    if "input" not in queues:
-        raise BadInputError("queues must include 'input', got {}".format(list(queues)))
+    template, log_level, queues = _checked_run_args(map_fun, input_mode, num_executors, num_ps, master_node,
+                                                    eval_node, log_level, queues)
     policy = RestartPolicy(max_failures)
     if not ray.is_initialized():
         logger.info("Ray is not running: starting a local Ray instance")
@@ -825,14 +823,11 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
     cluster._data_locality = bool(data_locality)
     cluster._policy = policy
     cluster._progress = progress
-    requests = [node_request(job_name, num_cpus, num_gpus, memory, resources, role_resources)
-                for job_name, _ in cluster.roles]
     working_dir = working_dir or os.getcwd()
-    if tensorboard and not log_dir:
-        log_dir = os.path.join(working_dir, "tensorboard")
     cluster._launch_config = {
         "payload": _payload(map_fun, tf_args),
-        "requests": requests,
+        "requests": [node_request(job_name, num_cpus, num_gpus, memory, resources, role_resources)
+                     for job_name, _ in cluster.roles],
         "placement_strategy": placement_strategy,
         "driver_ps_nodes": driver_ps_nodes,
         "queue_max_bytes": queue_max_bytes,
@@ -844,15 +839,44 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         "tensorboard_host": tensorboard_host,
         "master_node": master_node,
         "log_level": log_level,
-        "context_fields": {
-            "defaultFS": _default_fs(cluster.sc),
-            "working_dir": working_dir,
-            "log_dir": log_dir,
-            "checkpoint_dir": checkpoint_dir or os.path.join(working_dir, "checkpoints", cluster.cluster_id),
-        },
+        "context_fields": _context_fields(cluster, working_dir, tensorboard, log_dir, checkpoint_dir),
     }
     _launch(cluster)
     return cluster
+
+
+def _checked_run_args(map_fun, input_mode, num_executors, num_ps, master_node, eval_node, log_level, queues):
+    """``run()``'s arguments that can be wrong, checked before anything starts.
+
+    Returns:
+      ``(cluster template, resolved log level, queue names)``; raises :class:`BadInputError` that
+      says what to change.
+    """
+    if not callable(map_fun):
+        raise BadInputError("map_fun must be a function map_fun(args, ctx), got {!r}".format(map_fun))
+    if input_mode not in (InputMode.SPARK, InputMode.TENSORFLOW):
+        raise BadInputError("input_mode must be InputMode.SPARK or InputMode.TENSORFLOW, got {!r}".format(input_mode))
+    try:
+        template = roles_lib.cluster_template(num_executors, num_ps, master_node, eval_node)
+        log_level = logs.apply_driver_defaults(log_level)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
+    queues = tuple(queues)
+    if "input" not in queues:
+        raise BadInputError("queues must include 'input', got {}".format(list(queues)))
+    return template, log_level, queues
+
+
+def _context_fields(cluster, working_dir, tensorboard, log_dir, checkpoint_dir):
+    """The paths every node's context gets: ``defaultFS``, working, TensorBoard and checkpoint directories."""
+    if tensorboard and not log_dir:
+        log_dir = os.path.join(working_dir, "tensorboard")
+    return {
+        "defaultFS": _default_fs(cluster.sc),
+        "working_dir": working_dir,
+        "log_dir": log_dir,
+        "checkpoint_dir": checkpoint_dir or os.path.join(working_dir, "checkpoints", cluster.cluster_id),
+    }
 
 
 def _payload(map_fun, tf_args):

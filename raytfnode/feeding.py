@@ -150,6 +150,16 @@ def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
         chunks = chunk_rows(rows, target.chunk_bytes, target.chunk_rows, where)
     chunks = _reporting_bad_input(chunks, coordinator, target.feed_id)
     stats = {"partition": partition, "epoch": epoch, "rows": 0, "consumed": 0, "skipped": 0}
+    keys = _put_epoch_chunks(target, epoch, partition, chunks, coordinator, queues, stats)
+    _wait_consumed(target, queues, keys, where, stats)
+    return stats
+
+
+def _put_epoch_chunks(target, epoch, partition, chunks, coordinator, queues, stats):
+    """Splits each chunk across the nodes as the coordinator says and puts the pieces into their queues.
+
+    Counts ``rows`` and ``skipped`` into ``stats``; returns the chunk keys put into each node's queue.
+    """
     keys = [[] for _ in queues]
     calls, call_slots, outcomes = [], [], []
     terminated = False   # the coordinator answers None for every chunk once a node terminated the feed
@@ -190,6 +200,11 @@ def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
                     keys[slot].append(key)
         pending = ahead
     _settle(calls, call_slots, target.node_names, outcomes, 0)
+    return keys
+
+
+def _wait_consumed(target, queues, keys, where, stats):
+    """Waits until each node read the chunks in ``keys``; counts ``consumed`` and ``skipped`` into ``stats``."""
     waits = [(slot, queues[slot].wait_consumed.remote(slot_keys, target.feed_timeout))
              for slot, slot_keys in enumerate(keys) if slot_keys]
     try:
@@ -203,7 +218,6 @@ def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
     except BaseException:
         _discard([ref for _, ref in waits])
         raise
-    return stats
 
 
 def _discard(refs, timeout=5.0):
