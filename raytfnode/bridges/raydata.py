@@ -75,7 +75,7 @@ class _StoredFeedJob:
         pieces = [block_pieces(ref, rows, row_bytes, self.target.chunk_rows, ranges)
                   for ref, (rows, row_bytes), ranges in zip(self.blocks, layouts, plan)]
         self._job = _Job(lambda index, block_rows: feed_train_partition(self.target, self.epoch, index,
-                                                                        chunks=iter(block_rows)), pieces)
+                                                                        chunks=block_rows), enumerate(pieces))
         return self._job()
 
     def _plan(self, block_rows):
