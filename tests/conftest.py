@@ -29,6 +29,7 @@ def subprocess_env(**extra):
     """Environment for a script run in a child process (an example, the benchmark) that starts its own Ray."""
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_MODE", None)   # set by this process's ray.init(); a fresh user's shell has none
     env.update({
         "SPARK_LOCAL_IP": "127.0.0.1",
         "PYSPARK_PYTHON": sys.executable,
