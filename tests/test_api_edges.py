@@ -59,18 +59,6 @@ def test_original_keywords_connect_and_shutdown_without_timeout(spark, no_leftov
         TFManager.connect(addresses[0], b"any key")
 
 
-def test_manager_from_start_connects_by_address(ray_cluster):
-    mgr = TFManager.start(b"key", ["input", "output"], "local")
-    try:
-        other = TFManager.connect(mgr.address, b"key")
-        other.get_queue("input").put("through the address")
-        other.set("state", "running")
-        assert mgr.get_queue("input").get(timeout=30) == "through the address"
-        assert mgr.get("state") == "running"
-    finally:
-        mgr.shutdown()
-
-
 def test_connect_refuses_a_malformed_address(ray_cluster):
     with pytest.raises(BadInputError, match="namespace"):
         TFManager.connect(("localhost", 8888), b"key")

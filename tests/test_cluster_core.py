@@ -8,7 +8,6 @@ checked by separate tests that share the module fixture ``two_worker_run``, to s
 import json
 import os
 import sys
-import threading
 import socket
 import time
 import types
@@ -22,8 +21,7 @@ import ray.cloudpickle
 
 from conftest import assert_no_leftovers
 from raytfnode import TFCluster, TFNode
-from raytfnode.errors import (ClusterStoppedError, NodeError, ReservationTimeoutError,
-                              ShutdownTimeoutError)
+from raytfnode.errors import ClusterStoppedError, NodeError, ReservationTimeoutError
 
 # Ray workers cannot import this test module: ship its functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -295,24 +293,6 @@ def test_map_fun_exception_is_reraised_by_shutdown_as_node_error_with_remote_tra
         cluster.node_status()
 
 
-def _never_return(args, ctx):
-    while True:
-        time.sleep(0.5)
-
-
-def test_shutdown_timeout_on_a_map_fun_that_never_returns_raises_and_the_driver_goes_on(ray_cluster, no_leftovers):
-    cluster = TFCluster.run(None, _never_return, None, 1, 0, import_tensorflow=False, reservation_timeout=120)
-    with pytest.raises(ShutdownTimeoutError) as info:
-        cluster.shutdown(timeout=2)
-    assert "worker:0" in str(info.value)
-    assert isinstance(info.value, TimeoutError)
-    # the driver keeps running and can use Ray; the cluster is gone
-    assert ray.get(ray.put("driver alive")) == "driver alive"
-    assert cluster.shutdown() is None
-    with pytest.raises(ClusterStoppedError):
-        cluster.node_status()
-
-
 # ------------------------------------------------------------- tensorboard
 
 
@@ -331,7 +311,7 @@ def test_tensorboard_url_answers_http_200_while_the_cluster_runs(ray_cluster, no
             assert response.status == 200
             assert response.read(1 << 16)
         port = int(url.rsplit(":", 1)[1])
-        with pytest.raises(OSError):   # not on the machine's network address
+        with pytest.raises(ConnectionRefusedError):   # not on the machine's network address
             socket.create_connection((ray.util.get_node_ip_address(), port), timeout=5).close()
     finally:
         done.touch()
@@ -339,64 +319,6 @@ def test_tensorboard_url_answers_http_200_while_the_cluster_runs(ray_cluster, no
     assert os.path.isdir(tmp_path / "tb")
     with pytest.raises(urllib.error.URLError):   # TensorBoard was stopped with the cluster
         urllib.request.urlopen(url, timeout=10)
-
-
-# --------------------------------------------------------- two clusters
-
-
-def _collect_rows(args, ctx):
-    feed = ctx.get_data_feed()
-    rows = []
-    while not feed.should_stop():
-        rows.extend(feed.next_batch(7))
-    _write_json(os.path.join(args["dir"], "{}-{}.json".format(args["tag"], ctx.executor_id)), rows)
-
-
-def test_two_clusters_at_once_are_isolated(ray_cluster, no_leftovers, tmp_path):
-    rows_a = [list(range(p * 100, p * 100 + 100)) for p in range(3)]                  # 0..299, 2 nodes
-    rows_b = [list(range(10000 + p * 150, 10000 + p * 150 + 150)) for p in range(2)]  # 10000..10299, 1 node
-    cluster_a = TFCluster.run(None, _collect_rows, {"dir": str(tmp_path), "tag": "A"}, 2, 0,
-                              input_mode=TFCluster.InputMode.SPARK, import_tensorflow=False,
-                              reservation_timeout=120)
-    try:
-        cluster_b = TFCluster.run(None, _collect_rows, {"dir": str(tmp_path), "tag": "B"}, 1, 0,
-                                  input_mode=TFCluster.InputMode.SPARK, import_tensorflow=False,
-                                  reservation_timeout=120)
-    except BaseException:
-        cluster_a.shutdown()
-        raise
-    assert cluster_a.namespace != cluster_b.namespace
-    reports, errors = {}, []
-
-    def feed(tag, cluster, data):
-        try:
-            reports[tag] = cluster.train(data, num_epochs=1, feed_timeout=120)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=feed, args=("A", cluster_a, rows_a)),
-               threading.Thread(target=feed, args=("B", cluster_b, rows_b))]
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(200)
-        assert not any(t.is_alive() for t in threads)
-        assert not errors, errors
-    finally:
-        try:
-            cluster_a.shutdown()
-        finally:
-            cluster_b.shutdown()
-
-    assert reports["A"]["rows"] == 300 and reports["A"]["consumed"] == 300 and reports["A"]["skipped"] == 0
-    assert reports["B"]["rows"] == 300 and reports["B"]["consumed"] == 300
-    per_node_a = [_read_json(os.path.join(tmp_path, "A-{}.json".format(i))) for i in range(2)]
-    rows_seen_b = _read_json(os.path.join(tmp_path, "B-0.json"))
-    # every row of a feed reaches its own cluster exactly once, and no other cluster
-    assert sorted(per_node_a[0] + per_node_a[1]) == list(range(300))
-    assert sorted(rows_seen_b) == list(range(10000, 10300))
-    assert abs(len(per_node_a[0]) - len(per_node_a[1])) <= 1   # balanced within one row
 
 
 # ------------------------------------------------- Keras MultiWorkerMirrored

@@ -23,7 +23,7 @@ from conftest import assert_no_leftovers
 
 from raytfnode import TFCluster, TFManager, TFNode
 from raytfnode.errors import (BadInputError, ClusterStoppedError, FeedError, FeedTimeoutError, NodeError,
-                              ReservationTimeoutError, ShutdownTimeoutError)
+                              ShutdownTimeoutError)
 
 pytestmark = pytest.mark.faults
 
@@ -111,7 +111,9 @@ def record_rows(out_dir, batch_size=64, delay=0.0, pause_dir=None, pause=1.5):
     """A map_fun that reads its whole feed and writes the values it got to ``out_dir/<role><index>.json``.
 
     ``delay`` sleeps after each batch; each time a new file shows up in ``pause_dir`` (a feeding task
-    failed), the reader stops reading for ``pause`` seconds.
+    failed), the reader stops reading for ``pause`` seconds. (A bounded pause, not "until the retry
+    started": paused readers keep the other feeding tasks blocked on full queues, and those hold every
+    Spark slot the retry would need.)
     """
     def map_fun(args, ctx):
         feed = ctx.get_data_feed()
@@ -203,7 +205,7 @@ def test_ray_dataset_node_error_fails_fast_while_another_node_stalls(clusters):
     assert elapsed < FAR_BELOW, elapsed
     assert_names(info.value, "worker:1")
     assert "injected failure while the other node is stalled" in str(info.value)
-    with pytest.raises((NodeError, ShutdownTimeoutError)):
+    with pytest.raises(NodeError, match="worker:1"):   # the failure the feed already saw, before the timeout
         cluster.shutdown(timeout=3)
 
 
@@ -339,15 +341,23 @@ def test_node_killed_mid_feed(spark, clusters, how):
 # ------------------------------------- 3. a Spark task dies half-way and is retried: rows exactly once
 
 
-def _fail_first_attempt(how, after_rows, marker_dir):
-    """An RDD partition function: the first attempt of every partition fails after ``after_rows`` rows."""
+def _fail_first_attempt(how, after_rows, marker_dir, retry_dir):
+    """An RDD partition function: the first attempt of every partition fails after ``after_rows`` rows.
+
+    The failing attempt writes ``marker_dir/<stage>-<partition>`` first; a later attempt writes
+    ``retry_dir/<stage>-<partition>`` before its first row.
+    """
     def fn(index, rows):
         from pyspark import TaskContext
         context = TaskContext.get()
+        name = "{}-{}".format(context.stageId(), index)
         first = context.attemptNumber() == 0
+        if not first:
+            with open(os.path.join(retry_dir, name), "w") as f:
+                f.write(str(context.attemptNumber()))
         for i, row in enumerate(rows):
             if first and i == after_rows:
-                with open(os.path.join(marker_dir, "{}-{}".format(context.stageId(), index)), "w") as f:
+                with open(os.path.join(marker_dir, name), "w") as f:
                     f.write(str(os.getpid()))
                 if how == "raise":
                     raise RuntimeError("injected task failure in partition {}".format(index))
@@ -360,17 +370,20 @@ def _fail_first_attempt(how, after_rows, marker_dir):
 @pytest.mark.parametrize("how", ["raise", "exit"])
 def test_spark_task_retry_delivers_rows_once(spark, clusters, tmp_path, how):
     n, partitions, epochs = 8000, 4, 1
-    out, markers = tmp_path / "rows", tmp_path / "failed-attempts"
-    out.mkdir()
-    markers.mkdir()
+    out, markers, retries = tmp_path / "rows", tmp_path / "failed-attempts", tmp_path / "retries"
+    for directory in (out, markers, retries):
+        directory.mkdir()
     # The readers keep the 16 KiB queues full and stop reading for a moment whenever an attempt fails, so
-    # the failed attempt's last puts still wait for room when the retried attempt puts the same chunks.
+    # the failed attempt's last puts are likely to still wait for room when the retried attempt puts the
+    # same chunks (raytfnode counts no put outcomes, so the test cannot show that they did).
     cluster = clusters(record_rows(str(out), delay=0.01, pause_dir=str(markers)), sc=spark, chunk_bytes=2048,
                        queue_max_bytes=16 << 10)
     rdd = spark.sparkContext.parallelize(range(n), partitions).mapPartitionsWithIndex(
-        _fail_first_attempt(how, 1000, str(markers)))
+        _fail_first_attempt(how, 1000, str(markers), str(retries)))
     report = cluster.train(rdd, num_epochs=epochs, feed_timeout=600)
-    assert len(os.listdir(markers)) == partitions * epochs, "not every first attempt failed"
+    failed = sorted(os.listdir(markers))
+    assert len(failed) == partitions * epochs, "not every first attempt failed: {}".format(failed)
+    assert sorted(os.listdir(retries)) == failed, "a failed partition was not fed by a retry"
     cluster.shutdown(timeout=60)
     got = recorded(str(out))
     assert sorted(got) == ["worker0", "worker1"]
@@ -469,7 +482,12 @@ def test_shutdown_timeout_stops_every_actor(clusters):
         cluster.shutdown(timeout=3)
     assert time.monotonic() - started < 30
     assert "worker:0" in str(info.value) and "worker:1" in str(info.value)
+    assert isinstance(info.value, TimeoutError)
     assert_no_leftovers()
+    # the cluster is gone: a second shutdown is a no-op, status calls fail clearly
+    assert cluster.shutdown() is None
+    with pytest.raises(ClusterStoppedError):
+        cluster.node_status()
     # the driver goes on: a new cluster starts and finishes
     again = clusters(lambda args, ctx: None, num_executors=1, input_mode=TFCluster.InputMode.TENSORFLOW)
     again.shutdown(timeout=60)
@@ -544,19 +562,6 @@ def test_null_in_numeric_dataframe_column(spark, clusters):
     cluster.shutdown(timeout=60)
 
 
-def test_next_batch_of_zero_or_negative(ray_cluster):
-    mgr = TFManager.start(authkey=b"x", queues=["input", "output"])
-    try:
-        mgr.get_queue("input").put(1)
-        feed = TFNode.DataFeed(mgr)
-        for size in (0, -3, 2.5):
-            with pytest.raises(BadInputError, match="batch_size must be a positive integer"):
-                feed.next_batch(size)
-        assert feed.next_batch(1) == [1]   # the feed still works after the rejected calls
-    finally:
-        mgr.shutdown()
-
-
 @LOCAL
 def test_train_on_tensorflow_mode_cluster(spark, clusters):
     cluster = clusters(never_returns(), num_executors=1, sc=spark, input_mode=TFCluster.InputMode.TENSORFLOW)
@@ -576,16 +581,6 @@ def test_too_few_executors_for_the_roles(ray_cluster):
     assert "at least 3" in str(info.value)
     with pytest.raises(BadInputError, match="num_executors"):
         TFCluster.run(None, never_returns(), None, 2, 1, master_node="chief", eval_node=True)
-
-
-@pytest.mark.parametrize("num_executors, num_gpus", [(1, 3), (3, 1)])
-def test_more_gpus_than_the_ray_cluster_has(ray_cluster, num_executors, num_gpus):
-    started = time.monotonic()
-    with pytest.raises(ReservationTimeoutError) as info:
-        TFCluster.run(None, never_returns(), None, num_executors, 0, num_gpus=num_gpus, reservation_timeout=600,
-                      import_tensorflow=False)
-    assert time.monotonic() - started < 10, "waited for GPUs that can never come"
-    assert "GPU" in str(info.value) and "2" in str(info.value), str(info.value)
 
 
 # ------------------------------------------------------- 8. memory stays bounded by the queues
@@ -713,6 +708,7 @@ def test_two_clusters_at_once_are_isolated(spark, clusters, tmp_path):
     for t in threads:
         t.join(300)
     assert not errors, errors
+    assert first.namespace != second.namespace
     first.shutdown(timeout=60)
     # the other cluster keeps working after its neighbour is gone
     reports["b2"] = second.train(spark.sparkContext.parallelize(data["b"], 3), num_epochs=1)

@@ -31,7 +31,7 @@ from conftest import (TF_RESOURCE, _running_sparks, _start_local_spark, _stop_sp
 from test_spark_feed import _read_reports, _write_report
 from raytfnode import TFCluster, logs
 from raytfnode.bridges.raydata import block_copies
-from raytfnode.errors import NodeError, RayTFNodeError
+from raytfnode.errors import BadInputError, NodeError
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 spark_cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -564,7 +564,7 @@ def test_map_fun_of_a_module_the_machines_lack_fails_naming_it_and_runs_with_run
     sys.path.insert(0, str(root))
     try:
         module = importlib.import_module(name)
-        with pytest.raises(RayTFNodeError) as failure:
+        with pytest.raises(BadInputError, match="cannot import module") as failure:
             TFCluster.run(None, module.map_fun, {"out": str(tmp_path)}, 2, 0, resources=TF_NODE,
                           placement_strategy="STRICT_SPREAD", import_tensorflow=False, reservation_timeout=120)
         assert name in str(failure.value) and "runtime_env" in str(failure.value), str(failure.value)

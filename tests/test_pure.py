@@ -234,12 +234,12 @@ def test_encode_rows_none_in_numeric_column_raises_bad_input():
     assert "numeric" in str(info.value)
     with pytest.raises(BadInputError, match=r"column 0: row 1 is None"):
         chunks.encode_rows([(1, 2.0), (None, 3.0)])
-    with pytest.raises(BadInputError):
+    with pytest.raises(BadInputError, match=r"row 1\b"):
         chunks.encode_rows([[1, 2], [1, None]])
 
 
 def test_encode_rows_rejects_empty_input():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one row"):
         chunks.encode_rows([])
 
 
