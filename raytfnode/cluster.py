@@ -32,7 +32,8 @@ from .feeding import FeedTarget
 from .manager import manager_address
 from .node import TFNodeActor
 from .progress import FeedProgress
-from .resources import check_feasible, check_placement_feasible, describe_request, node_request
+from .resources import (check_driver_node_fits, check_feasible, check_placement_feasible, describe_request,
+                        node_request)
 from .restart import Failure, RestartPolicy
 from .shipping import upload_local_code
 
@@ -761,7 +762,9 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
       :tensorboard: boolean indicating if the chief (or ``worker:0``) should start TensorBoard.
       :input_mode: ``InputMode.SPARK`` (fed by ``train``/``inference``) or ``InputMode.TENSORFLOW``.
       :log_dir: directory for TensorBoard logs (default ``<working dir>/tensorboard``).
-      :driver_ps_nodes: run the ``ps`` nodes on the Ray node of the driver.
+      :driver_ps_nodes: run the ``ps`` nodes on the Ray node of the driver (outside any
+        ``placement_strategy`` group, which then places the other nodes); a ps request that machine
+        cannot hold fails at once.
       :master_node: name of the "master" or "chief" node in the cluster template, or ``None``.
       :reservation_timeout: seconds to wait for every node actor to be placed and started.
       :queues: names of the queues of each node; data queues beyond ``'input'`` can be fed by name.
@@ -908,7 +911,9 @@ def _launch(cluster):
     cluster._joins = {}
     cluster._probed = False
     check_feasible(requests, [roles_lib.node_name(*r) for r in cluster.roles])
-    check_placement_feasible(requests, config["placement_strategy"])
+    grouped = [request for request, (job, _) in zip(requests, cluster.roles)
+               if not (config["driver_ps_nodes"] and job == "ps")]   # driver_ps_nodes: ps outside the group
+    check_placement_feasible(grouped, config["placement_strategy"])
     started = time.monotonic()
     try:
         _start_actors(cluster, requests, config["placement_strategy"], config["driver_ps_nodes"],
@@ -991,24 +996,7 @@ def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_
             secret)
         for eid in range(len(cluster.roles))
     ]
-    strategies = [None] * len(requests)
-    if placement_strategy:
-        bundles = [request.bundle() for request in requests]
-        cluster.placement_group = placement_group(bundles, strategy=placement_strategy,
-                                                  name=cluster._actor_prefix())
-        ready, _ = ray.wait([cluster.placement_group.ready()], timeout=reservation_timeout)
-        if not ready:
-            raise ReservationTimeoutError(
-                "the placement group of {} TF nodes ({} strategy, bundles {}) was not placed within "
-                "reservation_timeout={} s; the cluster has {} available".format(
-                    len(bundles), placement_strategy, bundles, reservation_timeout,
-                    _short(ray.available_resources())))
-        strategies = [PlacementGroupSchedulingStrategy(cluster.placement_group, placement_group_bundle_index=i)
-                      for i in range(len(requests))]
-    elif driver_ps_nodes:
-        here_id = ray.get_runtime_context().get_node_id()
-        strategies = [NodeAffinitySchedulingStrategy(here_id, soft=False) if job == "ps" else None
-                      for job, _ in cluster.roles]
+    strategies = _node_strategies(cluster, requests, placement_strategy, driver_ps_nodes, reservation_timeout)
     cluster.nodes = []
     for eid, ((job_name, task_index), request) in enumerate(zip(cluster.roles, requests)):
         options = dict(request.actor_options(), name="{}-node-{}".format(cluster._actor_prefix(), eid),
@@ -1019,6 +1007,38 @@ def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_
             options["scheduling_strategy"] = strategies[eid]
         cluster.nodes.append(TFNodeActor.options(**options).remote(
             job_name, task_index, eid, cluster.queue_actors[eid], log_level))
+
+
+def _node_strategies(cluster, requests, placement_strategy, driver_ps_nodes, reservation_timeout):
+    """Each node's Ray scheduling strategy (``None``: Ray's default).
+
+    ``driver_ps_nodes`` pins the ps nodes to the driver's machine; ``placement_strategy`` places the
+    other nodes (all of them without ``driver_ps_nodes``) through one placement group.
+    """
+    strategies = [None] * len(requests)
+    if driver_ps_nodes:
+        here_id = ray.get_runtime_context().get_node_id()
+        pinned = [eid for eid, (job, _) in enumerate(cluster.roles) if job == "ps"]
+        check_driver_node_fits([requests[eid] for eid in pinned],
+                               [roles_lib.node_name(*cluster.roles[eid]) for eid in pinned], here_id)
+        for eid in pinned:
+            strategies[eid] = NodeAffinitySchedulingStrategy(here_id, soft=False)
+    grouped = [eid for eid in range(len(requests)) if strategies[eid] is None]
+    if placement_strategy and grouped:
+        bundles = [requests[eid].bundle() for eid in grouped]
+        cluster.placement_group = placement_group(bundles, strategy=placement_strategy,
+                                                  name=cluster._actor_prefix())
+        ready, _ = ray.wait([cluster.placement_group.ready()], timeout=reservation_timeout)
+        if not ready:
+            raise ReservationTimeoutError(
+                "the placement group of {} TF nodes ({} strategy, bundles {}) was not placed within "
+                "reservation_timeout={} s; the cluster has {} available".format(
+                    len(bundles), placement_strategy, bundles, reservation_timeout,
+                    _short(ray.available_resources())))
+        for index, eid in enumerate(grouped):
+            strategies[eid] = PlacementGroupSchedulingStrategy(cluster.placement_group,
+                                                               placement_group_bundle_index=index)
+    return strategies
 
 
 def _reserve(cluster, requests, reservation_timeout, import_tensorflow):

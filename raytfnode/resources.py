@@ -94,6 +94,27 @@ def check_feasible(requests, node_names):
                 "the per-node request, or add Ray nodes".format(len(requests), key, amount, totals.get(key, 0)))
 
 
+def check_driver_node_fits(requests, node_names, driver_node_id):
+    """Fails at once when a node pinned to the driver's machine (``driver_ps_nodes``) could never fit there.
+
+    Args:
+      :requests: the pinned nodes' :class:`NodeRequest` s.
+      :node_names: their names (``'ps:0'``), in the same order.
+      :driver_node_id: the Ray node id of the driver's machine.
+    """
+    machine = next((node.get("Resources", {}) for node in ray.nodes() if node.get("NodeID") == driver_node_id), {})
+    needed = {}
+    for name, request in zip(node_names, requests):
+        for key, amount in request.amounts().items():
+            needed[key] = needed.get(key, 0) + amount
+            if needed[key] > machine.get(key, 0) + 1e-9:
+                raise ReservationTimeoutError(
+                    "driver_ps_nodes=True pins {} to the driver's machine, which has {}={:g} ({} in all) while "
+                    "the ps nodes pinned there ask for {:g}; give the ps a request that machine holds "
+                    "(role_resources={{'ps': {{...}}}}) or set driver_ps_nodes=False".format(
+                        name, key, machine.get(key, 0), _summary(machine), needed[key]))
+
+
 def check_placement_feasible(requests, strategy):
     """Fails at once when a placement strategy can never be met by the machines alive now.
 
