@@ -103,26 +103,35 @@ def release_port(ctx):
     ctx.release_port()
 
 
-_feeds = weakref.WeakKeyDictionary()   # mgr -> the DataFeed the deprecated functions share
+_feeds = weakref.WeakKeyDictionary()   # mgr -> {queue name: the DataFeed the deprecated functions read it with}
+_last_read = weakref.WeakKeyDictionary()   # mgr -> the queue name the deprecated functions read last
 
 
 def _feed(mgr, qname_in="input"):
-    feed = _feeds.get(mgr)
-    if feed is None or feed.qname_in != qname_in:
-        feed = _feeds[mgr] = DataFeed(mgr, train_mode=True, qname_in=qname_in)
+    """The deprecated functions' DataFeed of queue ``qname_in``: one per queue, kept while ``mgr`` lives.
+
+    Keeping one per queue (not replacing it when ``qname`` changes) keeps what
+    it read ahead; were it replaced, the new feed would take back those entries
+    (see :class:`raytfnode.datafeed.DataFeed`), at the cost of a round trip.
+    """
+    feeds = _feeds.setdefault(mgr, {})
+    feed = feeds.get(qname_in)
+    if feed is None:
+        feed = feeds[qname_in] = DataFeed(mgr, train_mode=True, qname_in=qname_in)
     return feed
 
 
 def next_batch(mgr, batch_size, qname="input"):
     """*DEPRECATED*. Use TFNode.DataFeed class instead."""
     warnings.warn("TFNode.next_batch is deprecated; use TFNode.DataFeed", DeprecationWarning, stacklevel=2)
+    _last_read[mgr] = qname
     return _feed(mgr, qname).next_batch(batch_size)
 
 
 def batch_results(mgr, results, qname="output"):
     """*DEPRECATED*. Use TFNode.DataFeed class instead."""
     warnings.warn("TFNode.batch_results is deprecated; use TFNode.DataFeed", DeprecationWarning, stacklevel=2)
-    feed = _feeds.get(mgr) or _feed(mgr)
+    feed = _feed(mgr, _last_read.get(mgr, "input"))
     feed.qname_out = qname
     feed.batch_results(results)
 

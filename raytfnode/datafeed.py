@@ -2,16 +2,26 @@
 
 Reads chunks (not rows) from the node's queue actor, prefetches what comes
 next while the caller works, and slices batches out of columnar chunks.
+
+What a DataFeed took ahead of use is its lease at the queue actor (see
+:meth:`raytfnode.feed_queue._NodeQueues.give_back`): :meth:`DataFeed.close`, the
+feed's garbage collection, or another DataFeed of the same process starting
+to read the same queue gives it back, so no row is stranded and no marker is
+swallowed.
 """
 import logging
+import threading
+import uuid
+import weakref
 
 import numpy as np
 import ray
 from ray.exceptions import ObjectLostError, OwnerDiedError, RayActorError
 
 from .chunks import concat_chunks
-from .errors import BadInputError, ClusterStoppedError
+from .errors import BadInputError, ClusterStoppedError, FeedError
 from .feed_queue import CHUNK, END_EPOCH, END_FEED, ITEM
+from .guard import plain
 from .stored import chunk_of
 
 logger = logging.getLogger(__name__)
@@ -21,16 +31,28 @@ _POLL_SECONDS = 2.0
 
 
 class _EntryReader:
-    """Pulls queue entries in small bulks, one request ahead, and starts fetching chunk objects early."""
+    """Pulls queue entries in small bulks, one request ahead, and starts fetching chunk objects early.
+
+    It takes under a reader id of its own: what it took and was not
+    acknowledged is its lease at the queue actor until :meth:`give_back`. It
+    also holds the chunk being read (``current``: ``[entry, chunk, rows handed
+    out]``), so a give-back knows which rows were used. It holds no reference
+    to its ``DataFeed``, so the feed's finalizer can give back through it.
+    """
 
     def __init__(self, actor, qname):
         self._actor = actor
         self._qname = qname
+        self.reader_id = uuid.uuid4().hex
+        self.leased = False     # took anything (or asked to) since the last give-back
+        self.told = 0           # acknowledgements sent under reader_id
         self._buffer = []
         self._ahead = None
+        self.current = None
 
     def _request(self):
-        return self._actor.take.remote(self._qname, _TAKE_ENTRIES, _POLL_SECONDS)
+        self.leased = True
+        return self._actor.take.remote(self._qname, _TAKE_ENTRIES, _POLL_SECONDS, self.reader_id)
 
     def next(self):
         """The next entry, waiting as long as it takes (the producer bounds its own waits)."""
@@ -51,6 +73,14 @@ class _EntryReader:
                     self._ahead = self._request()
         return self._buffer.pop(0)
 
+    def tell(self, method, *args):
+        """Sends the queue actor an acknowledgement (``ack``, ``ack_items``, ...) of entries of this lease.
+
+        Not awaited; they are counted, so a give-back first waits for those still on their way.
+        """
+        self.told += 1
+        getattr(self._actor, method).remote(self._qname, *args, reader=self.reader_id)
+
     def push_back(self, entry):
         self._buffer.insert(0, entry)
 
@@ -63,6 +93,64 @@ class _EntryReader:
             self._ahead = None
         entries, self._buffer = self._buffer, []
         return entries
+
+    def give_back(self, wait=True):
+        """Gives back what this reader took and did not acknowledge; later reads start a new lease.
+
+        Rows already handed out of a training chunk count as read; an inference
+        chunk goes back whole (its answers are with the reader). With ``wait``
+        the call returns once the entries are queued again; without it (a
+        finalizer) nothing is awaited and a gone cluster is ignored.
+        """
+        read = {}
+        if self.current is not None:
+            entry, _, position = self.current
+            if entry[4] is None and position:
+                read[entry[1]] = position
+        reader_id, told, self.reader_id = self.reader_id, self.told, uuid.uuid4().hex
+        self._buffer, self._ahead, self.current, self.leased, self.told = [], None, None, False, 0
+        if not wait:
+            try:
+                if ray.is_initialized():
+                    self._actor.give_back.remote(self._qname, reader_id, read, told)
+            except Exception:  # noqa: BLE001  (a finalizer must not raise; the cluster may be gone)
+                logger.debug("could not give back the entries of a dropped DataFeed", exc_info=True)
+            return
+        try:
+            ray.get(self._actor.give_back.remote(self._qname, reader_id, read, told))
+        except (RayActorError, ClusterStoppedError):
+            pass   # the cluster is gone: nothing waits for these entries any more
+
+
+_holders = {}                      # (queue actor id, queue name) -> weakref of the DataFeed reading it here
+_holders_lock = threading.RLock()  # reentrant: a finalizer may run while this thread holds it
+
+
+def _take_over(feed):
+    """Makes ``feed`` this process's reader of its queue; the one before gives back what it took."""
+    with _holders_lock:
+        ref = _holders.get(feed._queue_key)
+        holder = ref() if ref is not None else None
+        if holder is feed:
+            return
+        _holders[feed._queue_key] = weakref.ref(feed)
+    if holder is not None:
+        holder._give_back()
+
+
+def _let_go(queue_key, feed=None):
+    """Forgets the reader of ``queue_key`` when it is ``feed`` (``None``: when it was garbage-collected)."""
+    with _holders_lock:
+        ref = _holders.get(queue_key)
+        if ref is not None and ref() is feed:
+            del _holders[queue_key]
+
+
+def _dropped(reader, queue_key):
+    """Finalizer of a DataFeed that was garbage-collected without :meth:`DataFeed.close`."""
+    _let_go(queue_key)
+    if reader.leased:
+        reader.give_back(wait=False)
 
 
 class DataFeed:
@@ -79,6 +167,16 @@ class DataFeed:
 
     Rows: see :mod:`raytfnode.chunks` for what each row looks like after the trip
     through the object store (numpy array rows come back as read-only views).
+
+    Read-ahead: a DataFeed takes entries from its queue before they are asked
+    for. Until it uses them they are its lease; they go back to the front of
+    the queue, in order and with any end-of-epoch marker, when the feed is
+    closed (:meth:`close`, or the end of a ``with`` block), when it is
+    garbage-collected, or when another DataFeed of the same process starts to
+    read the same queue. So a ``map_fun`` may break out of its loop, or build a
+    new DataFeed, and the next reader still sees every row exactly once. In
+    one process, use the DataFeeds of one queue one at a time (from one
+    thread); feeds in different processes read side by side.
     """
 
     def __init__(self, mgr, train_mode=True, qname_in="input", qname_out="output", input_mapping=None):
@@ -96,13 +194,74 @@ class DataFeed:
             raise ClusterStoppedError("cannot build a DataFeed on {}: its cluster was shut down".format(
                 getattr(mgr, "node_name", "this manager"))) from None
         self._reader = _EntryReader(self._actor, qname_in)
-        self._current = None         # [entry, chunk, position]
         self._last_pieces = None     # pieces of the last batch read (inference answers)
         self._last_rows = 0
         self._answers = {}           # chunk key -> [entry, parts, rows answered]
         self._epoch_ended = False
+        self._closed = False
+        self._queue_key = (plain(self._actor)._actor_id, qname_in)
+        self._finalizer = weakref.finalize(self, _dropped, self._reader, self._queue_key)
+        self._finalizer.atexit = False
         if input_mapping:
             self._actor.kv_set.remote("input_mapping:" + qname_in, dict(input_mapping))
+        _take_over(self)
+
+    @property
+    def _current(self):
+        """The chunk being read: ``[entry, chunk, rows handed out]``, or ``None`` (held by the reader)."""
+        return self._reader.current
+
+    @_current.setter
+    def _current(self, value):
+        self._reader.current = value
+
+    # ------------------------------------------------------------ the lease
+
+    def close(self):
+        """Gives back to the queue what this feed took ahead and did not use, and closes the feed.
+
+        Entries taken ahead (rows, markers) go back to the front of the queue in
+        their order; rows of a chunk already returned by a read count as read.
+        Call it when a ``map_fun`` stops reading before the end of its feed
+        (a ``break``, a step limit) and another reader should go on; a feed that
+        is garbage-collected gives back the same way. A DataFeed is also a
+        context manager that closes on exit::
+
+          with ctx.get_data_feed() as feed:
+              for batch in feed.epoch_batches(64):
+                  ...
+
+        Reading from a closed feed raises :class:`raytfnode.errors.FeedError`;
+        closing again does nothing.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer.detach()
+        _let_go(self._queue_key, self)
+        self._give_back()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
+
+    def _give_back(self):
+        """The reader gives back its lease; read state that refers to given-back entries is dropped."""
+        if self._reader.leased:
+            self._reader.give_back()
+        self._answers.clear()
+        self._last_pieces = None
+        self._last_rows = 0
+
+    def _claim(self):
+        """Before reading: fails when closed; takes over this process's read-ahead of the queue."""
+        if self._closed:
+            raise FeedError("this DataFeed of queue {!r} was closed; build a new one (ctx.get_data_feed()) to read "
+                            "on".format(self.qname_in))
+        _take_over(self)
 
     # ------------------------------------------------------------- reading
 
@@ -111,16 +270,16 @@ class DataFeed:
             return chunk_of(ray.get(entry[2][0]), entry[2])
         except (ObjectLostError, OwnerDiedError):
             logger.warning("chunk %s was lost with its producer; waiting for the retried producer", entry[1])
-            self._actor.report_lost.remote(self.qname_in, entry[1])
+            self._reader.tell("report_lost", entry[1])
             return None
 
     def _finish_chunk(self, entry):
         # a training chunk (no inference tag) counts as consumed once read, also when a TensorFlowOnSpark
         # program trains through DataFeed(mgr, False); inference chunks are acknowledged by their results
         if self.train_mode or entry[4] is None:
-            self._actor.ack.remote(self.qname_in, [entry[1]], entry[3])
+            self._reader.tell("ack", [entry[1]], entry[3])
         else:  # read: its bytes leave the queue's bound now, the chunk counts as consumed with its results
-            self._actor.release.remote(self.qname_in, [entry[1]])
+            self._reader.tell("release", [entry[1]])
 
     def _read(self, batch_size, stop_at_epoch=False):
         """Reads up to ``batch_size`` rows as pieces ``(entry, chunk, start, stop)`` or ``('item', value)``."""
@@ -131,6 +290,7 @@ class DataFeed:
             raise BadInputError(
                 "call batch_results() for the previous batch of {} rows before reading the next one "
                 "(inference needs one result per input row)".format(self._last_rows))
+        self._claim()
         pieces, count = [], 0
         while count < batch_size and not self.done_feeding:
             if self._current is None:
@@ -138,10 +298,10 @@ class DataFeed:
                 kind = entry[0]
                 if kind == END_FEED:
                     self.done_feeding = True
-                    self._actor.ack_items.remote(self.qname_in, 1)
+                    self._reader.tell("ack_items", 1)
                     break
                 if kind == END_EPOCH:
-                    self._actor.ack_items.remote(self.qname_in, 1)
+                    self._reader.tell("ack_items", 1)
                     if stop_at_epoch:
                         self._epoch_ended = True
                         break
@@ -149,7 +309,7 @@ class DataFeed:
                 if kind == ITEM:
                     pieces.append(("item", entry[1]))
                     count += 1
-                    self._actor.ack_items.remote(self.qname_in, 1)
+                    self._reader.tell("ack_items", 1)
                     continue
                 if not self.train_mode and pieces and pieces[-1][0] != "item" and pieces[-1][0][4] != entry[4]:
                     self._reader.push_back(entry)   # another partition: this batch ends here
@@ -276,6 +436,7 @@ class DataFeed:
 
         Returns ``None`` when the feed is at a marker (end of epoch or feed).
         """
+        self._claim()
         if self._current is None:
             entry = self._reader.next()
             if entry[0] == ITEM:
@@ -332,7 +493,7 @@ class DataFeed:
                 del self._answers[entry[1]]
                 values = _join_results(answer[1])
                 tag = entry[4]
-                self._actor.put_results.remote(self.qname_in, entry[1], tag, entry[1][-1], values, entry[3])
+                self._reader.tell("put_results", entry[1], tag, entry[1][-1], values, entry[3])
         self._last_pieces = None
         self._last_rows = 0
 

@@ -21,59 +21,50 @@ Queues are bounded in bytes: a producer's ``put`` waits until its chunk fits
 under ``max_bytes`` (a queue that holds nothing always takes one chunk, so a
 chunk larger than the bound still moves). A chunk counts from its ``put`` until
 its reader has read it (``ack`` or ``release``), not only while it waits in the
-queue, so what readers took ahead of use is inside the bound too. A chunk key
+queue, so what readers took ahead of use is inside the bound too.
+
+Readers take ahead of use; what a reader took and has not acknowledged is its
+lease (per reader id, see :class:`raytfnode.queue_parts.Leases`). ``give_back``
+ends a reader's lease: its entries, markers included, go back to the front of
+the queue in the order it took them, so a dropped or replaced ``DataFeed``
+strands no rows and swallows no end-of-epoch marker. A chunk key
 is delivered once: a retried producer that puts a key again is told
 ``'duplicate'`` when the key was consumed, and replaces the ref when the first
 copy was not read yet (its owner may be dead). The actor is async and takes no
-CPU.
+CPU; it composes the one-concern parts of :mod:`raytfnode.queue_parts`, and its
+own methods only dispatch to them.
 """
 import asyncio
-import collections
 import logging
-import time
 
 from ray.exceptions import RayActorError
 
-from .errors import ClusterStoppedError, FeedError, FeedTimeoutError, NodeError, actor_death_message
+from .errors import FeedError, actor_death_message
 from .guard import guarded_actor
+from .queue_parts import (CHUNK, DONE, END_EPOCH, END_FEED, FAILED, ITEM, MARKERS, QUEUED, RUNNING, SKIPPED,
+                          STOPPED, TAKEN, TERMINATING, ByteBound, ChunkLedger, EntryQueue, FeedVerdicts,
+                          InferenceResults, Leases, NodeState, Signal, skip_rows, with_box)
+
+# entry kinds and node states are defined with the parts; the queue's users import them from here
+__all__ = ["CHUNK", "END_EPOCH", "END_FEED", "FAILED", "ITEM", "MARKERS", "NodeQueuesActor", "RUNNING", "STOPPED",
+           "TERMINATING"]
 
 logger = logging.getLogger(__name__)
 
-ITEM, CHUNK, END_EPOCH, END_FEED = "item", "chunk", "end_epoch", "end_feed"
-MARKERS = (END_EPOCH, END_FEED)
-
-RUNNING, TERMINATING, STOPPED, FAILED = "running", "terminating", "stopped", "failed"
-
 NODE_WATCH_SECONDS = 60.0   # how long one ``join`` call on the watched node waits before it is asked again
+GIVE_BACK_WAIT_SECONDS = 10.0   # how long a give-back waits for acknowledgements its reader sent before it
+STATE_KEY = "state"         # the key/value store's key that holds the node's state
 
 
-class _Queue:
-    """One named queue: entries, the bytes it holds, and the stdlib-style unfinished-task count.
+class _Lane:
+    """One named queue's parts: its entries, its byte bound and its readers' leases."""
 
-    ``bytes`` counts the chunks waiting in ``entries`` and those taken but not read yet
-    (``held``: chunk key -> entry).
-    """
+    __slots__ = ("queue", "bound", "leases")
 
-    def __init__(self):
-        self.entries = collections.deque()
-        self.bytes = 0
-        self.held = {}
-        self.unfinished = 0
-
-    def hold(self, entry):
-        """A chunk entry leaves the queue for a reader: its bytes stay counted until :meth:`release`."""
-        self.held[entry[1]] = entry
-
-    def release(self, key):
-        """The chunk ``key`` was read (or dropped): its entry, or ``None`` when it was not held."""
-        entry = self.held.pop(key, None)
-        if entry is not None:
-            self.bytes -= entry[6]
-        return entry
-
-    def has_room(self, max_bytes, nbytes=0):
-        """Whether ``nbytes`` more fit under ``max_bytes`` (a queue that holds nothing takes anything)."""
-        return self.bytes + nbytes <= max_bytes or self.bytes == 0
+    def __init__(self, max_bytes):
+        self.queue = EntryQueue()
+        self.bound = ByteBound(max_bytes)
+        self.leases = Leases()
 
 
 class _NodeQueues:
@@ -81,86 +72,53 @@ class _NodeQueues:
 
     def __init__(self, node_name, queue_names, max_bytes=64 << 20, coordinator=None):
         self.node_name = node_name
-        self.max_bytes = max_bytes
-        self.queues = {name: _Queue() for name in queue_names}
-        self.kv = {"state": RUNNING}
-        self.error = None            # (message, remote traceback) of the node's first error
-        self.closed = False          # the cluster was shut down
-        self.terminated = False      # DataFeed.terminate() was called: later chunks are skipped
-        self.finished = False        # the node's map_fun returned
+        self.lanes = {name: _Lane(max_bytes) for name in queue_names}
+        self.node = NodeState(node_name)
+        self.values = {}             # the key/value store (mgr.get / mgr.set); 'state' is self.node.state
+        self.ledger = ChunkLedger()
+        self.feeds = FeedVerdicts(node_name)
+        self.results = InferenceResults()
+        self.signal = Signal()
         self.coordinator = coordinator
-        self.key_state = {}          # chunk key -> 'queued' | 'taken' | 'done' | 'lost' | 'skipped'
-        self.key_rows = {}           # chunk key -> rows
-        self.replacement = {}        # chunk key -> [ref] from a retried producer, while the first copy is taken
-        self.consumed_rows = 0
-        self.consumed_chunks = 0
-        self.skipped_rows = 0
-        self.fed_rows = 0
         self.reads = 0               # calls by readers (DataFeeds) to take entries: has map_fun read yet?
-        self.last_progress = time.monotonic()
-        self.results = {}            # tag -> {seq: values}
-        self.timeouts = {}           # feed id -> message of the first FeedTimeoutError of that feed
-        self.cancelled = {}          # feed id -> why the driver gave that feed up
-        self.changed = asyncio.Condition()
         self._watcher = None         # the task watching the node's actor (watch_node)
 
     # ---------------------------------------------------------------- helpers
 
-    def _queue(self, name):
+    def _lane(self, name):
         try:
-            return self.queues[name]
+            return self.lanes[name]
         except KeyError:
             raise KeyError("node {} has no queue {!r}; its queues are {} (add it to TFCluster.run(queues=...))".format(
-                self.node_name, name, sorted(self.queues))) from None
+                self.node_name, name, sorted(self.lanes))) from None
 
-    async def _notify(self):
-        async with self.changed:
-            self.changed.notify_all()
+    def _raise_for_feed(self, feed_id):
+        self.node.raise_if_failed()
+        self.feeds.raise_if_cancelled(feed_id)
 
-    def _raise_if_failed(self):
-        if self.error is not None:
-            job_name, task_index = self.node_name.rsplit(":", 1)
-            raise NodeError(job_name, int(task_index), self.error[0], self.error[1])
-        if self.closed:
-            raise ClusterStoppedError("the cluster of node {} was shut down".format(self.node_name))
-
-    async def _wait(self, predicate, timeout):
-        """Waits until ``predicate()`` is true; returns False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        async with self.changed:
-            while not predicate():
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                try:
-                    await asyncio.wait_for(self.changed.wait(), timeout=remaining)
-                except asyncio.TimeoutError:
-                    return predicate()
-        return True
+    def _feed_over(self, feed_id):
+        """Whether a producer of feed ``feed_id`` stops waiting: the node is over or the feed was cancelled."""
+        return self.node.over or self.feeds.cancelled(feed_id)
 
     # ------------------------------------------------------- state and errors
 
     def ping(self):
         """The node's name; fails once the cluster was shut down."""
-        self._raise_if_closed_for_reader()
+        self.node.raise_if_closed_for_reader()
         return self.node_name
 
-    async def node_finished(self):
+    def node_finished(self):
         """The node's ``map_fun`` returned normally: producers stop waiting on it."""
-        self.finished = True
-        if self.error is None:
-            self.kv["state"] = STOPPED
-        await self._notify()
+        self.node.finish()
+        self.signal.notify()
 
-    async def set_error(self, message, remote_traceback=None):
+    def set_error(self, message, remote_traceback=None):
         """Records the node's first error; every waiting producer fails with it."""
-        if self.error is None:
-            self.error = (message, remote_traceback)
-        self.kv["state"] = FAILED
-        await self._notify()
+        self.node.fail(message, remote_traceback)
+        self.signal.notify()
 
     def get_error(self):
-        return self.error
+        return self.node.error
 
     def watch_node(self, node):
         """Watches the node's actor: if it dies, the node's error is recorded and every waiting producer fails.
@@ -172,12 +130,12 @@ class _NodeQueues:
         self._watcher = asyncio.get_running_loop().create_task(self._watch_node(node))
 
     async def _watch_node(self, node):
-        while not (self.closed or self.finished or self.error is not None):
+        while not self.node.over:
             try:
                 outcome = await node.join.remote(NODE_WATCH_SECONDS)
             except RayActorError as exc:
-                if not self.closed:
-                    await self.set_error(actor_death_message(exc))
+                if not self.node.closed:
+                    self.set_error(actor_death_message(exc))
                 return
             except Exception:  # noqa: BLE001  (any other failure: the driver's own watch remains)
                 logger.exception("watching node %s failed", self.node_name)
@@ -185,92 +143,79 @@ class _NodeQueues:
             if outcome is not None:   # map_fun ended: the node itself recorded how
                 return
 
-    def _timed_out(self, feed_id, message):
-        """Records a producer's feed timeout, so the driver fails the feed at once (Spark would retry)."""
-        self.timeouts.setdefault(feed_id, message)
-        return FeedTimeoutError(message)
-
-    async def cancel_feed(self, feed_id, reason):
+    def cancel_feed(self, feed_id, reason):
         """The driver gave feed ``feed_id`` up (a node failed): its producers waiting here stop now."""
-        self.cancelled.setdefault(feed_id, reason)
-        await self._notify()
-
-    def _raise_if_cancelled(self, feed_id):
-        if feed_id in self.cancelled:
-            raise FeedError("feed {} to node {} was cancelled: {}".format(
-                feed_id, self.node_name, self.cancelled[feed_id]))
+        self.feeds.cancel(feed_id, reason)
+        self.signal.notify()
 
     def feed_timeout(self, feed_id):
         """The message of the first feed timeout of feed ``feed_id`` on this node, or ``None``."""
-        return self.timeouts.get(feed_id)
+        return self.feeds.timeout_of(feed_id)
 
-    async def close(self):
+    def close(self):
         """Marks the cluster shut down: later calls by producers and DataFeeds fail clearly."""
-        self.closed = True
-        await self._notify()
+        self.node.close()
+        self.signal.notify()
 
-    async def terminate(self, name):
-        """Stops feeding this node: drops queued chunks of ``name`` and skips chunks put later."""
-        self.kv["state"] = TERMINATING
-        self.terminated = True
-        queue = self._queue(name)
-        kept = collections.deque()
+    def terminate(self, name):
+        """Stops feeding this node: drops queued chunks and items of ``name`` and skips chunks put later."""
+        self.node.terminate()
+        lane = self._lane(name)
+        dropped = lane.queue.drop_data()
         dropped_rows = 0
-        for entry in queue.entries:
+        for entry in dropped:
             if entry[0] == CHUNK:
-                self.key_state[entry[1]] = "skipped"
+                self.ledger.skipped(entry[1])
+                lane.bound.discharge(entry[1])
                 dropped_rows += entry[3]
-                queue.unfinished -= 1
-            elif entry[0] == ITEM:
-                dropped_rows += 1
-                queue.unfinished -= 1
             else:
-                kept.append(entry)
-        queue.entries = kept
-        queue.bytes = sum(entry[6] for entry in queue.held.values())
-        self.skipped_rows += dropped_rows
+                dropped_rows += 1
+        lane.queue.finish(len(dropped))
+        self.ledger.skipped_rows += dropped_rows
         if self.coordinator is not None:
             self.coordinator.terminate.remote(self.node_name)
-        await self._notify()
+        self.signal.notify()
         return dropped_rows
 
     def stats(self):
         """Counters for progress reports: rows fed, consumed and skipped, bytes queued, state."""
         return {
             "node": self.node_name,
-            "state": self.kv.get("state"),
-            "fed_rows": self.fed_rows,
-            "consumed_rows": self.consumed_rows,
-            "consumed_chunks": self.consumed_chunks,
-            "skipped_rows": self.skipped_rows,
+            "state": self.node.state,
+            "fed_rows": self.ledger.fed_rows,
+            "consumed_rows": self.ledger.consumed_rows,
+            "consumed_chunks": self.ledger.consumed_chunks,
+            "skipped_rows": self.ledger.skipped_rows,
             "reads": self.reads,
-            "queued_bytes": {name: q.bytes for name, q in self.queues.items()},
-            "queued_entries": {name: len(q.entries) for name, q in self.queues.items()},
-            "error": self.error,
+            "queued_bytes": {name: lane.bound.bytes for name, lane in self.lanes.items()},
+            "queued_entries": {name: len(lane.queue) for name, lane in self.lanes.items()},
+            "error": self.node.error,
         }
 
     # ---------------------------------------------------------- key / value
 
     def kv_get(self, key):
-        return self.kv.get(key)
+        return self.node.state if key == STATE_KEY else self.values.get(key)
 
-    async def kv_set(self, key, value):
-        self.kv[key] = value
-        await self._notify()
+    def kv_set(self, key, value):
+        if key == STATE_KEY:
+            self.node.state = value
+        else:
+            self.values[key] = value
+        self.signal.notify()
 
     # ------------------------------------------------- stdlib-style queue API
 
     async def put_item(self, name, item, block=True, timeout=None):
         """Puts one plain item (the ``TFManager`` queue path). Returns False when full and not blocking."""
-        self._raise_if_failed()
-        queue = self._queue(name)
-        if not block and not queue.has_room(self.max_bytes):
+        self.node.raise_if_failed()
+        lane = self._lane(name)
+        if not block and not lane.bound.has_room():
             return False
-        if block and not await self._wait(lambda: queue.has_room(self.max_bytes) or self.closed, timeout):
+        if block and not await self.signal.wait_until(lambda: lane.bound.has_room() or self.node.closed, timeout):
             return False
-        queue.entries.append((ITEM, item) if item is not None else (END_FEED,))
-        queue.unfinished += 1
-        await self._notify()
+        lane.queue.put((ITEM, item) if item is not None else (END_FEED,))
+        self.signal.notify()
         return True
 
     async def get_item(self, name, block=True, timeout=None):
@@ -279,34 +224,31 @@ class _NodeQueues:
         ``kind`` is ``ITEM`` (``value`` is the item), ``END_FEED``, or ``CHUNK`` /
         ``END_EPOCH`` (``value`` is the whole entry).
         """
-        queue = self._queue(name)
+        lane = self._lane(name)
         self.reads += 1
-        if not queue.entries:
-            if not block or not await self._wait(lambda: bool(queue.entries) or self.closed, timeout):
+        if not len(lane.queue):
+            if not block or not await self.signal.wait_until(lambda: len(lane.queue) or self.node.closed, timeout):
                 return False, None, None
-            self._raise_if_closed_for_reader()
-        entry = queue.entries.popleft()
-        await self._notify()
+            self.node.raise_if_closed_for_reader()
+        entry = lane.queue.get()
+        self.signal.notify()
         if entry[0] == ITEM:
             return True, ITEM, entry[1]
         if entry[0] == CHUNK:
-            queue.hold(entry)
-            self.key_state[entry[1]] = "taken"
+            lane.leases.lend(None, [entry])
+            self.ledger.taken(entry[1])
         return True, entry[0], entry
 
-    async def task_done(self, name, count=1):
-        queue = self._queue(name)
-        if queue.unfinished - count < 0:
-            raise ValueError("task_done() called too many times on queue {!r}".format(name))
-        queue.unfinished -= count
-        await self._notify()
+    def task_done(self, name, count=1):
+        self._lane(name).queue.task_done(name, count)
+        self.signal.notify()
 
     async def join(self, name, timeout=None):
-        queue = self._queue(name)
-        return await self._wait(lambda: queue.unfinished == 0, timeout)
+        queue = self._lane(name).queue
+        return await self.signal.wait_until(lambda: queue.unfinished == 0, timeout)
 
     def qsize(self, name):
-        return len(self._queue(name).entries)
+        return len(self._lane(name).queue)
 
     # ------------------------------------------------------------ chunk path
 
@@ -319,162 +261,218 @@ class _NodeQueues:
         ``FeedTimeoutError`` after ``timeout`` s without room, ``FeedError`` when
         the node's ``map_fun`` already returned.
         """
-        self._raise_if_failed()
-        self._raise_if_cancelled(key[0])
-        state = self.key_state.get(key)
-        if state == "done" or state == "skipped":
-            return "duplicate"
-        if state == "queued":
-            queue = self._queue(name)
-            for i, entry in enumerate(queue.entries):
-                if entry[0] == CHUNK and entry[1] == key:
-                    queue.entries[i] = entry[:2] + (ref_box,) + entry[3:]
-                    break
-            return "replaced"
-        if state == "taken":
-            self.replacement[key] = ref_box
-            return "replaced"
-        if self.terminated:
-            self.key_state[key] = "skipped"
-            self.key_rows[key] = num_rows   # wait_consumed reports these rows as skipped
-            self.skipped_rows += num_rows
-            return "skipped"
-        self._raise_if_stopped(num_rows)
-        queue = self._queue(name)
-        ok = await self._wait(
-            lambda: queue.has_room(self.max_bytes, nbytes) or self.error is not None or key[0] in self.cancelled
-            or self.closed or self.terminated or self.finished or self.key_state.get(key) != state, timeout)
-        self._raise_if_failed()
-        self._raise_if_cancelled(key[0])
-        if not ok:
-            raise self._timed_out(key[0],
+        feed_id = key[0]
+        self._raise_for_feed(feed_id)
+        lane = self._lane(name)
+        before = self.ledger.state(key)
+        answer = self._known_chunk(lane, key, ref_box, num_rows)
+        if answer is not None:
+            return answer
+        self.node.raise_if_stopped(num_rows)
+        room = await self.signal.wait_until(
+            lambda: lane.bound.has_room(nbytes) or self._feed_over(feed_id) or self.node.terminated
+            or self.ledger.state(key) != before, timeout)
+        self._raise_for_feed(feed_id)
+        if not room:
+            raise self.feeds.timed_out(feed_id,
                 "node {} took no data for {:.0f} s (feed_timeout): its queue {!r} stayed full with {} "
                 "bytes; its map_fun is not reading (stuck, or waiting on another node)".format(
-                    self.node_name, timeout, name, queue.bytes))
-        if self.terminated:
-            self.key_state[key] = "skipped"
-            self.key_rows[key] = num_rows   # wait_consumed reports these rows as skipped
-            self.skipped_rows += num_rows
+                    self.node_name, timeout, name, lane.bound.bytes))
+        # another producer of this chunk (a retried task) may have put it while this call waited for room:
+        # decide again (duplicate / replace), or the chunk would be queued twice
+        answer = self._known_chunk(lane, key, ref_box, num_rows)
+        if answer is not None:
+            return answer
+        self.node.raise_if_stopped(num_rows)
+        lane.queue.put((CHUNK, key, ref_box, num_rows, tag, last, nbytes))
+        lane.bound.charge(key, nbytes)
+        self.ledger.queued(key, num_rows)
+        self.signal.notify()
+        return "queued" if before is None else "replaced"
+
+    def _known_chunk(self, lane, key, ref_box, num_rows):
+        """``put_chunk``'s answer for a key the ledger knows, or once terminated; ``None``: queue the chunk."""
+        state = self.ledger.state(key)
+        if state in (DONE, SKIPPED):
+            return "duplicate"
+        if state == QUEUED:
+            lane.queue.replace(key, lambda entry: with_box(entry, ref_box, self.ledger.rows(key)))
+            return "replaced"
+        if state == TAKEN:
+            self.ledger.replacement[key] = ref_box
+            return "replaced"
+        if self.node.terminated:
+            self.ledger.skipped(key, num_rows)
             return "skipped"
-        self._raise_if_stopped(num_rows)
-        if self.key_state.get(key) != state:
-            # another producer of this chunk (a retried task) put it while this call waited for room:
-            # decide again (duplicate / replace), or the chunk would be queued twice
-            return await self.put_chunk(name, key, ref_box, num_rows, nbytes, tag, last, timeout)
-        queue.entries.append((CHUNK, key, ref_box, num_rows, tag, last, nbytes))
-        queue.bytes += nbytes
-        queue.unfinished += 1
-        self.key_state[key] = "queued"
-        self.key_rows[key] = num_rows
-        self.fed_rows += num_rows
-        await self._notify()
-        return "queued" if state is None else "replaced"
+        return None
 
-    def _raise_if_stopped(self, num_rows):
-        if self.finished and not self.terminated:
-            raise FeedError(
-                "node {}'s map_fun returned while {} more rows were being fed to it; read the whole feed "
-                "(until DataFeed.should_stop()) or call DataFeed.terminate() before returning".format(
-                    self.node_name, num_rows))
-
-    async def put_marker(self, name, marker):
+    def put_marker(self, name, marker):
         """Queues an end-of-epoch or end-of-feed marker (never blocked by the byte bound)."""
-        queue = self._queue(name)
-        queue.entries.append(marker)
-        queue.unfinished += 1
-        await self._notify()
+        self._lane(name).queue.put(marker)
+        self.signal.notify()
 
-    async def take(self, name, max_entries=4, timeout=1.0):
+    async def take(self, name, max_entries=4, timeout=1.0, reader=None):
         """Takes up to ``max_entries`` entries, stopping after a marker; waits up to ``timeout`` for the first.
 
-        Chunk entries become ``taken``: their reader must ``ack`` them after
-        reading them (or ``report_lost`` when the object is gone).
+        The entries are ``reader``'s lease (a ``DataFeed``'s reader id; ``None``:
+        anonymous) until acknowledged: a chunk by ``ack``, ``put_results``,
+        ``skip`` or ``report_lost``, an item or marker by ``ack_items``.
+        :meth:`give_back` returns what is left of it. A reader that gave its
+        entries back takes nothing more (``[]``).
         """
-        self._raise_if_closed_for_reader()
+        self.node.raise_if_closed_for_reader()
         self.reads += 1
-        queue = self._queue(name)
-        if not queue.entries:
-            await self._wait(lambda: bool(queue.entries) or self.closed, timeout)
-            self._raise_if_closed_for_reader()
-        out = []
-        while queue.entries and len(out) < max_entries:
-            entry = queue.entries.popleft()
+        lane = self._lane(name)
+        if not len(lane.queue) or lane.leases.returning:
+            # while a give-back is on its way, its entries go first: wait for them
+            await self.signal.wait_until(
+                lambda: (len(lane.queue) and not lane.leases.returning) or self.node.closed
+                or lane.leases.ended(reader), timeout)
+            self.node.raise_if_closed_for_reader()
+        if lane.leases.ended(reader) or lane.leases.returning:
+            return []
+        out = lane.queue.take(max_entries)
+        for entry in out:
             if entry[0] == CHUNK:
-                queue.hold(entry)
-                self.key_state[entry[1]] = "taken"
-            out.append(entry)
-            if entry[0] in MARKERS:
-                break
+                self.ledger.taken(entry[1])
+        lane.leases.lend(reader, out)
         if out:
-            await self._notify()
+            self.signal.notify()
         return out
 
-    def _raise_if_closed_for_reader(self):
-        if self.closed:
-            raise ClusterStoppedError(
-                "node {}'s cluster was shut down; a DataFeed cannot read from it".format(self.node_name))
+    async def give_back(self, name, reader, read_rows=None, told=0):
+        """Ends ``reader``'s lease: what it took and did not acknowledge goes back to the front of ``name``.
 
-    async def ack(self, name, keys, num_rows, finish=True):
+        ``told`` is how many acknowledgements (``ack``, ``ack_items``, ...) the
+        reader sent with its id; those still on their way are waited for first
+        (up to ``GIVE_BACK_WAIT_SECONDS``), so nothing it used comes back.
+        Entries keep the order they were taken in, markers included. ``read_rows``
+        (``{chunk key: rows}``) names rows the reader handed out of a chunk it
+        had not finished: they count as consumed, and the chunk goes back without
+        them. A chunk goes back with a retried producer's copy when one came, and
+        counts against the byte bound again until read. Returns how many entries
+        went back.
+        """
+        if reader is None:
+            raise ValueError("give_back needs the id of the reader that took the entries")
+        lane = self._lane(name)
+        lane.leases.returning += 1
+        try:
+            await self.signal.wait_until(lambda: lane.leases.heard_from(reader) >= told or self.node.closed,
+                                         GIVE_BACK_WAIT_SECONDS)
+        finally:
+            lane.leases.returning -= 1
+        read_rows = read_rows or {}
+        back, rows_read, finished = [], 0, []
+        for entry in lane.leases.end(reader):
+            if entry[0] == CHUNK:
+                key = entry[1]
+                box = self.ledger.replacement.pop(key, None)
+                if box is not None:
+                    entry = with_box(entry, box, self.ledger.rows(key))
+                read = min(read_rows.get(key, 0), entry[3])
+                rows_read += read
+                if read == entry[3]:      # every row was handed out: it was read
+                    finished.append(key)
+                    continue
+                entry = skip_rows(entry, read)
+                lane.bound.charge(key, entry[6])
+                self.ledger.requeued(key)
+            back.append(entry)
+        for key in finished:
+            lane.bound.discharge(key)
+            self.ledger.done(key)
+        lane.queue.finish(len(finished))
+        lane.queue.put_back(back)
+        self.ledger.count_consumed(rows_read, len(finished))
+        self.signal.notify()
+        return len(back)
+
+    def ack(self, name, keys, num_rows, finish=True, reader=None):
         """The reader has read these chunks (``num_rows`` rows in all): they count as consumed.
 
-        ``finish=False`` leaves the entries unfinished for a later ``task_done``.
+        ``finish=False`` leaves the entries unfinished for a later ``task_done``;
+        ``reader`` is the id of a reader that counts its acknowledgements (see ``give_back``).
+        A chunk counts once: an acknowledgement of a chunk read already is
+        ignored; one of a chunk given back meanwhile takes it out of the queue.
         """
-        queue = self._queue(name)
-        for key in keys:
-            self.key_state[key] = "done"
-            self.replacement.pop(key, None)
-            queue.release(key)
+        lane = self._lane(name)
+        lane.leases.heard(reader)
+        settled = [key for key in keys if self._consume(lane, key)]
         if finish:
-            queue.unfinished -= len(keys)
-        self.consumed_rows += num_rows
-        self.consumed_chunks += len(keys)
-        self.last_progress = time.monotonic()
-        await self._notify()
+            lane.queue.finish(len(settled))
+        rows = num_rows if len(settled) == len(keys) else sum(self.ledger.rows(key) for key in settled)
+        self.ledger.count_consumed(rows, len(settled))
+        self.signal.notify()
 
-    async def release(self, name, keys):
-        """The reader has read these chunks but answers them later (inference): their bytes leave the bound."""
-        queue = self._queue(name)
+    def _consume(self, lane, key):
+        state = self.ledger.state(key)
+        if state == TAKEN:
+            lane.leases.settle(key)
+        elif state == QUEUED and lane.queue.remove(key) is not None:
+            pass   # given back before this (late) acknowledgement arrived: read once is read
+        else:
+            return False
+        lane.bound.discharge(key)
+        self.ledger.done(key)
+        return True
+
+    def release(self, name, keys, reader=None):
+        """The reader has read these chunks but answers them later (inference): their bytes leave the bound.
+
+        They stay in the reader's lease until their results come (``put_results``).
+        """
+        lane = self._lane(name)
+        lane.leases.heard(reader)
         for key in keys:
-            queue.release(key)
-        await self._notify()
+            lane.bound.discharge(key)
+        self.signal.notify()
 
-    async def ack_items(self, name, count):
-        """The reader consumed ``count`` plain items or markers."""
-        queue = self._queue(name)
-        queue.unfinished -= count
-        self.last_progress = time.monotonic()
-        await self._notify()
+    def ack_items(self, name, count, reader=None):
+        """The reader consumed ``count`` plain items or markers (its oldest ones when it gives its id)."""
+        lane = self._lane(name)
+        lane.leases.heard(reader)
+        settled = lane.leases.settle_items(reader, count)
+        # a reader that gave its entries back meanwhile no longer holds them: they are queued to be read again
+        lane.queue.finish(count if reader is None else settled)
+        self.ledger.progress()
+        self.signal.notify()
 
-    async def skip(self, name, keys):
+    def skip(self, name, keys):
         """Chunks a reader took but drops (``terminate``): they count as skipped. Returns their rows."""
-        queue = self._queue(name)
+        lane = self._lane(name)
         rows = 0
         for key in keys:
-            queue.release(key)
-            if self.key_state.get(key) == "taken":
-                self.key_state[key] = "skipped"
-                rows += self.key_rows.get(key, 0)
-                queue.unfinished -= 1
-        self.skipped_rows += rows
-        await self._notify()
+            lane.bound.discharge(key)
+            if self.ledger.state(key) == TAKEN:
+                entry = lane.leases.settle(key)
+                self.ledger.skipped(key)
+                rows += entry[3] if entry is not None else self.ledger.rows(key)
+                lane.queue.finish(1)
+        self.ledger.skipped_rows += rows
+        self.signal.notify()
         return rows
 
-    async def report_lost(self, name, key):
+    def report_lost(self, name, key, reader=None):
         """The reader could not fetch chunk ``key`` (its producer died): requeue a replacement when there is one."""
-        queue = self._queue(name)
-        taken = queue.release(key)
-        box = self.replacement.pop(key, None)
+        lane = self._lane(name)
+        lane.leases.heard(reader)
+        self.signal.notify()
+        if self.ledger.state(key) != TAKEN:
+            return
+        taken = lane.leases.settle(key)
+        lane.bound.discharge(key)
+        box = self.ledger.replacement.pop(key, None)
         if box is not None:
-            entry = (CHUNK, key, box, self.key_rows[key], None, False, 0) if taken is None else \
-                taken[:2] + (box,) + taken[3:]
-            queue.entries.appendleft(entry)
-            queue.bytes += entry[6]
-            self.key_state[key] = "queued"
+            rows = self.ledger.rows(key)
+            entry = (CHUNK, key, box, rows, None, False, 0) if taken is None else with_box(taken, box, rows)
+            lane.queue.put_back([entry])
+            lane.bound.charge(key, entry[6])
+            self.ledger.requeued(key)
         else:
-            self.key_state[key] = "lost"
-            self.fed_rows -= self.key_rows.get(key, 0)
-            queue.unfinished -= 1
-        await self._notify()
+            self.ledger.lost(key)
+            lane.queue.finish(1)
+        self.signal.notify()
 
     async def wait_consumed(self, keys, timeout):
         """Waits until every chunk in ``keys`` was consumed, skipped or lost (to be re-sent).
@@ -483,76 +481,53 @@ class _NodeQueues:
         bounds the time without any progress on this node.
         """
         keys = list(keys)
-
-        def settled():
-            return all(self.key_state.get(k) in ("done", "skipped", "lost") for k in keys) \
-                or self.error is not None or self.closed or self.finished or keys[0][0] in self.cancelled
-
-        while True:
-            idle_since = self.last_progress
-            if await self._wait(settled, min(timeout, 5.0) if timeout else 5.0):
-                break
-            if timeout and time.monotonic() - max(idle_since, self.last_progress) >= timeout:
-                pending = sum(self.key_rows.get(k, 0) for k in keys if self.key_state.get(k) not in ("done", "skipped"))
-                raise self._timed_out(keys[0][0],
-                    "node {} consumed nothing for {:.0f} s (feed_timeout) with {} rows of this partition still "
-                    "unread; its map_fun is stalled (stuck, or waiting on another node)".format(
-                        self.node_name, timeout, pending))
-        self._raise_if_failed()
-        self._raise_if_cancelled(keys[0][0])
-        unread = [k for k in keys if self.key_state.get(k) in ("queued", "taken")]
+        feed_id = keys[0][0]
+        settled = await self.signal.wait_until(
+            lambda: self.ledger.settled(keys) or self._feed_over(feed_id), timeout or None,
+            idle_since=lambda: self.ledger.last_progress)
+        if not settled:
+            raise self.feeds.timed_out(feed_id,
+                "node {} consumed nothing for {:.0f} s (feed_timeout) with {} rows of this partition still "
+                "unread; its map_fun is stalled (stuck, or waiting on another node)".format(
+                    self.node_name, timeout, self.ledger.pending_rows(keys)))
+        self._raise_for_feed(feed_id)
+        unread = self.ledger.unread(keys)
         if unread:
             raise FeedError(
                 "node {}'s map_fun returned with {} rows of this partition unread; read the whole feed "
                 "(until DataFeed.should_stop()) or call DataFeed.terminate() before returning".format(
-                    self.node_name, sum(self.key_rows.get(k, 0) for k in unread)))
-        summary = {"consumed": 0, "skipped": 0, "lost": []}
-        for k in keys:
-            state = self.key_state.get(k)
-            if state == "done":
-                summary["consumed"] += self.key_rows.get(k, 0)
-            elif state == "skipped":
-                summary["skipped"] += self.key_rows.get(k, 0)
-            else:
-                summary["lost"].append(k)
-        return summary
+                    self.node_name, sum(self.ledger.rows(k) for k in unread)))
+        return self.ledger.summary(keys)
 
     # -------------------------------------------------------- inference path
 
-    async def put_results(self, name, key, tag, seq, values, num_rows):
+    def put_results(self, name, key, tag, seq, values, num_rows, reader=None):
         """Results for chunk ``seq`` of inference partition ``tag``; also acknowledges the chunk."""
-        self.results.setdefault(tag, {})[seq] = values
-        if self.key_state.get(key) != "done":
-            await self.ack(name, [key], num_rows)
+        self._lane(name).leases.heard(reader)
+        self.results.put(tag, seq, values)
+        if self.ledger.state(key) != DONE:
+            self.ack(name, [key], num_rows)
         else:
-            await self._notify()
+            self.signal.notify()
 
     async def take_results(self, tag, num_chunks, timeout):
         """Waits for the results of chunks ``0..num_chunks-1`` of ``tag`` and returns them in order."""
-        def ready():
-            got = self.results.get(tag, {})
-            return len(got) >= num_chunks or self.error is not None or self.closed \
-                or self.finished or self.terminated or tag[0] in self.cancelled
-
-        while True:
-            idle_since = self.last_progress
-            if await self._wait(ready, min(timeout, 5.0) if timeout else 5.0):
-                break
-            if timeout and time.monotonic() - max(idle_since, self.last_progress) >= timeout:
-                raise self._timed_out(tag[0],
-                    "node {} returned no inference results for {:.0f} s (feed_timeout); {} of {} chunks of "
-                    "partition {} have results".format(self.node_name, timeout, len(self.results.get(tag, {})),
-                                                       num_chunks, tag[-1]))
-        self._raise_if_failed()
-        self._raise_if_cancelled(tag[0])
-        got = self.results.get(tag, {})
-        if len(got) < num_chunks:
+        feed_id = tag[0]
+        ready = await self.signal.wait_until(
+            lambda: self.results.count(tag) >= num_chunks or self._feed_over(feed_id) or self.node.terminated,
+            timeout or None, idle_since=lambda: self.ledger.last_progress)
+        if not ready:
+            raise self.feeds.timed_out(feed_id,
+                "node {} returned no inference results for {:.0f} s (feed_timeout); {} of {} chunks of "
+                "partition {} have results".format(self.node_name, timeout, self.results.count(tag),
+                                                   num_chunks, tag[-1]))
+        self._raise_for_feed(feed_id)
+        if self.results.count(tag) < num_chunks:
             raise FeedError("node {}'s map_fun {} before returning results for partition {} ({} of {} chunks "
                             "answered); call DataFeed.batch_results for every batch it reads".format(
-                                self.node_name, "terminated" if self.terminated else "returned", tag[-1],
-                                len(got), num_chunks))
-        self.results.pop(tag, None)
-        return [got[i] for i in range(num_chunks)]
+                                self.node_name, "terminated" if self.node.terminated else "returned", tag[-1],
+                                self.results.count(tag), num_chunks))
+        return self.results.pop(tag, num_chunks)
 
 
 #: the queue actor class: ``NodeQueuesActor.options(...).remote(secret, node_name, queue_names, ...)``,
