@@ -63,6 +63,11 @@ def _read_after_go(args, ctx):
         json.dump(rows, f)
 
 
+def _ray_auth():
+    """The token-authentication mode of this Ray cluster: a second driver joins it as a real one would."""
+    return {"RAY_AUTH_MODE": os.environ["RAY_AUTH_MODE"]} if os.environ.get("RAY_AUTH_MODE") else {}
+
+
 @pytest.mark.timeout(600)
 def test_a_second_driver_that_finds_the_actors_by_name_can_neither_read_nor_change_a_feed(ray_cluster, no_leftovers,
                                                                                           tmp_path):
@@ -79,7 +84,7 @@ def test_a_second_driver_that_finds_the_actors_by_name_can_neither_read_nor_chan
             assert time.monotonic() < deadline, "nothing was fed"
             time.sleep(0.1)
         done = subprocess.run([sys.executable, "-c", SECOND_DRIVER, ray.get_runtime_context().gcs_address,
-                               cluster.cluster_id], env=subprocess_env(), stdout=subprocess.PIPE,
+                               cluster.cluster_id], env=subprocess_env(**_ray_auth()), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         seen = json.loads(done.stdout.strip().splitlines()[-1])
