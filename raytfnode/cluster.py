@@ -450,7 +450,7 @@ class TFCluster:
                 display.end_epoch(rows)
                 epoch_rows[epoch] = rows       # an epoch fed again after a restart counts once
                 report["epochs"] = len(epoch_rows)
-                report["partitions"] += len(stats)
+                report["partitions"] += sum(part.get("partitions", 1) for part in stats)
                 report["rows"] = sum(epoch_rows.values())
                 report["consumed"] += sum(part["consumed"] for part in stats)
                 report["skipped"] += sum(part["skipped"] for part in stats)

@@ -15,6 +15,7 @@ import ray
 import ray.cloudpickle
 
 from raytfnode import TFCluster
+from raytfnode.bridges.raydata import block_groups
 from raytfnode.errors import BadInputError
 
 # The map_funs below run in Ray actors, which cannot import this test module.
@@ -54,9 +55,18 @@ def _count_epochs(args, ctx):
     _write_report(args["out"], ctx, {"epochs": epochs, "kinds": sorted(kinds)})
 
 
-def test_ray_dataset_train_feeds_every_row_once_per_epoch(ray_cluster, no_leftovers, tmp_path):
+def test_blocks_are_fed_by_a_few_producers_each_holding_a_run_of_consecutive_blocks():
+    assert block_groups(5, 4) == [[0, 1], [2], [3], [4]]
+    assert block_groups(3, 4) == [[0], [1], [2]]
+    assert block_groups(0, 4) == []
+    runs = block_groups(400, 4)
+    assert [len(run) for run in runs] == [100] * 4 and sum(runs, []) == list(range(400))
+
+
+@pytest.mark.parametrize("num_blocks", [5, 37])   # 37 blocks: runs of 9-10 blocks per producer
+def test_ray_dataset_train_feeds_every_row_once_per_epoch(ray_cluster, no_leftovers, tmp_path, num_blocks):
     num_rows, num_epochs = 1000, 2
-    ds = ray.data.range(num_rows, override_num_blocks=5)
+    ds = ray.data.range(num_rows, override_num_blocks=num_blocks)
     cluster = TFCluster.run(None, _count_epochs, {"out": str(tmp_path)}, 2, 0, input_mode=SPARK,
                             import_tensorflow=False)
     try:
@@ -65,6 +75,7 @@ def test_ray_dataset_train_feeds_every_row_once_per_epoch(ray_cluster, no_leftov
         cluster.shutdown()
     assert report["epochs"] == num_epochs
     assert report["rows"] == report["consumed"] == num_epochs * num_rows
+    assert report["partitions"] == num_epochs * ds.materialize().num_blocks()
     nodes = _read_reports(tmp_path)
     assert sorted(nodes) == ["worker-0", "worker-1"]
     for node in nodes.values():

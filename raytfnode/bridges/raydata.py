@@ -25,7 +25,7 @@ from ..errors import BadInputError
 from ..feeding import feed_inference_partition, feed_train_partition
 from ..locality import plan_epoch
 from ..stored import block_pieces, check_block, stored_block_rows
-from .local import _Job
+from .local import MAX_CONCURRENT_PARTITIONS, _Job
 
 MAX_TASKS_IN_FLIGHT = 4
 _CHECKED_KEPT = 100000
@@ -74,9 +74,18 @@ class _StoredFeedJob:
         plan = self._plan([rows for rows, _ in layouts])
         pieces = [block_pieces(ref, rows, row_bytes, self.target.chunk_rows, ranges)
                   for ref, (rows, row_bytes), ranges in zip(self.blocks, layouts, plan)]
+        # one producer per group of blocks, not per block: a producer waits once, at its end, for the
+        # nodes to read what it put, so many small blocks flow without a round trip through the
+        # readers per block (the group index plays the partition's part in the chunk keys)
+        groups = block_groups(len(pieces), MAX_CONCURRENT_PARTITIONS)
         self._job = _Job(lambda index, block_rows: feed_train_partition(self.target, self.epoch, index,
-                                                                        chunks=block_rows), enumerate(pieces))
-        return self._job()
+                                                                        chunks=block_rows),
+                         [(index, [piece for block in group for piece in pieces[block]])
+                          for index, group in enumerate(groups)])
+        stats = self._job()
+        for group_stats, group in zip(stats, groups):
+            group_stats["partitions"] = len(group)     # the blocks it fed: the source's partitions
+        return stats
 
     def _plan(self, block_rows):
         """Per block, the fed node reading each row range (local first), or ``None`` ranges: level split."""
@@ -91,6 +100,25 @@ class _StoredFeedJob:
     def cancel(self):
         if self._job is not None:
             self._job.cancel()
+
+
+def block_groups(num_blocks, num_groups):
+    """Splits block indices ``0..num_blocks-1`` into at most ``num_groups`` runs of consecutive blocks.
+
+    The runs differ in length by at most one block, and the same inputs always give the same
+    runs (a restarted feed cuts the same chunk keys).
+
+    >>> block_groups(5, 2)
+    [[0, 1, 2], [3, 4]]
+    """
+    num_groups = max(1, min(num_groups, num_blocks))
+    size, extra = divmod(num_blocks, num_groups)
+    groups, start = [], 0
+    for index in range(num_groups):
+        stop = start + size + (1 if index < extra else 0)
+        groups.append(list(range(start, stop)))
+        start = stop
+    return [group for group in groups if group]
 
 
 def block_machines(blocks):
