@@ -9,7 +9,6 @@ import json
 import os
 import sys
 import socket
-import time
 import types
 import urllib.error
 import urllib.request
@@ -19,12 +18,15 @@ import pytest
 import ray
 import ray.cloudpickle
 
+import node_reports
 from conftest import assert_no_leftovers
+from node_reports import wait_for_file
 from raytfnode import TFCluster, TFNode
 from raytfnode.errors import ClusterStoppedError, NodeError, ReservationTimeoutError
 
 # Ray workers cannot import this test module: ship its functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+ray.cloudpickle.register_pickle_by_value(node_reports)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -44,14 +46,6 @@ def _write_json(path, value):
 def _read_json(path):
     with open(path) as f:
         return json.load(f)
-
-
-def _wait_for_file(path, seconds=NODE_WAIT_SECONDS):
-    deadline = time.monotonic() + seconds
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError("{} did not appear within {} s".format(path, seconds))
-        time.sleep(0.1)
 
 
 def _report_path(directory, ctx):
@@ -297,7 +291,7 @@ def test_map_fun_exception_is_reraised_by_shutdown_as_node_error_with_remote_tra
 
 
 def _wait_for_done(args, ctx):
-    _wait_for_file(args["done"])
+    wait_for_file(args["done"], NODE_WAIT_SECONDS)
 
 
 def test_tensorboard_url_answers_http_200_while_the_cluster_runs(ray_cluster, no_leftovers, tmp_path):
@@ -384,7 +378,7 @@ def _ps_chief_worker_map_fun(args, ctx):
     done = args["done"]
     if ctx.job_name != "chief":
         cluster_spec, server = ctx.start_cluster_server(num_gpus=0)
-        _wait_for_file(done)   # keep the server up until the chief is through
+        wait_for_file(done, NODE_WAIT_SECONDS)   # keep the server up until the chief is through
         return
     try:
         cluster_spec, server = TFNode.start_cluster_server(ctx, num_gpus=0)

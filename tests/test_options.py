@@ -11,8 +11,6 @@ Nodes report through JSON files in ``tmp_path`` (every Ray worker runs on this h
 several machines (``multinode_cluster`` in conftest): a placement can be wrong only where there is more
 than one machine.
 """
-import glob
-import json
 import os
 import sys
 import time
@@ -25,12 +23,16 @@ from pyspark import cloudpickle as spark_cloudpickle
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from conftest import TF_RESOURCE, assert_no_leftovers
+import node_reports
+from node_reports import read_node_reports, wait_for_file, write_node_report
 from raytfnode import TFCluster
 from raytfnode.errors import ReservationTimeoutError
 
 # map_funs and partition functions run in Ray actors and Spark Python workers, which cannot import this module
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 spark_cloudpickle.register_pickle_by_value(sys.modules[__name__])
+ray.cloudpickle.register_pickle_by_value(node_reports)
+spark_cloudpickle.register_pickle_by_value(node_reports)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -42,35 +44,10 @@ NEVER = 3600   # a reservation_timeout no test waits out: only a failure at once
 # ---------------------------------------------------------------- helpers
 
 
-def _write_report(out_dir, ctx, report):
-    path = os.path.join(out_dir, "{}-{}.json".format(ctx.job_name, ctx.task_index))
-    with open(path + ".tmp", "w") as f:
-        json.dump(dict(report, node="{}:{}".format(ctx.job_name, ctx.task_index)), f)
-    os.replace(path + ".tmp", path)
-
-
-def _read_reports(out_dir):
-    reports = {}
-    for path in sorted(glob.glob(os.path.join(str(out_dir), "*.json"))):
-        with open(path) as f:
-            report = json.load(f)
-        reports[report["node"]] = report
-    return reports
-
-
-def _wait_for_file(path, seconds=120):
-    """Waits for a file a node writes when it reached a point (a hang guard, not a delay)."""
-    deadline = time.monotonic() + seconds
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise AssertionError("{} did not appear within {} s".format(path, seconds))
-        time.sleep(0.05)
-
-
 def _report_placement(args, ctx):
     """Reports the Ray resources this node holds, its Ray node and placement group, and chosen env vars."""
     group = ray.util.get_current_placement_group()
-    _write_report(args["out"], ctx, {
+    write_node_report(args["out"], ctx, {
         "resources": ctx.resources,
         "assigned": ray.get_runtime_context().get_assigned_resources(),
         "node_id": ray.get_runtime_context().get_node_id(),
@@ -102,7 +79,7 @@ def test_memory_is_part_of_the_resources_every_node_actor_holds(ray_cluster, no_
     memory = 96 << 20
     cluster = _run(_report_placement, {"out": str(tmp_path)}, 2, memory=memory)
     cluster.shutdown()
-    reports = _read_reports(tmp_path)
+    reports = read_node_reports(tmp_path)
     assert sorted(reports) == ["worker:0", "worker:1"]
     for name, report in reports.items():
         assert report["assigned"].get("memory") == memory, (name, report["assigned"])
@@ -127,7 +104,7 @@ def test_env_vars_are_in_the_environment_of_every_map_fun_beside_runtime_env_env
     cluster = _run(_report_placement, {"out": str(tmp_path), "env_names": names}, 2,
                    env_vars={names[0]: "set by env_vars"}, runtime_env={"env_vars": {names[1]: "set by runtime_env"}})
     cluster.shutdown()
-    reports = _read_reports(tmp_path)
+    reports = read_node_reports(tmp_path)
     assert sorted(reports) == ["worker:0", "worker:1"]
     for report in reports.values():
         assert report["environ"] == {names[0]: "set by env_vars", names[1]: "set by runtime_env"}, report
@@ -148,7 +125,7 @@ def test_pack_strategies_place_every_node_in_one_placement_group_of_that_strateg
     assert table["strategy"] == strategy and table["state"] == "CREATED", table
     assert table["name"] == "raytfnode-" + cluster.cluster_id
     assert sorted(bundle["CPU"] for bundle in table["bundles"].values()) == [0.5, 0.5]
-    reports = _read_reports(tmp_path)
+    reports = read_node_reports(tmp_path)
     assert sorted(reports) == ["ps:0", "worker:0"]
     assert [r["placement_group"] for r in reports.values()] == [group.id.hex()] * 2
     assert ray.util.placement_group_table(group)["state"] == "REMOVED"
@@ -173,7 +150,7 @@ def test_driver_ps_nodes_with_a_placement_strategy_keeps_the_ps_out_of_the_group
     finally:
         cluster.shutdown(grace_secs=5)
     assert len(table["bundles"]) == 2, table          # the two workers; the ps is pinned, not bundled
-    reports = _read_reports(tmp_path)
+    reports = read_node_reports(tmp_path)
     assert reports["ps:0"]["placement_group"] is None, reports["ps:0"]
     assert {reports[name]["placement_group"] for name in ("worker:0", "worker:1")} == {table["placement_group_id"]}
     assert reports["ps:0"]["node_id"] == ray.get_runtime_context().get_node_id()
@@ -193,7 +170,7 @@ def _count_epochs(args, ctx):
             total += int(batch.sum())
         if feed.end_of_epoch():
             epochs.append([rows, total])
-    _write_report(args["out"], ctx, {"epochs": epochs})
+    write_node_report(args["out"], ctx, {"epochs": epochs})
 
 
 def test_train_with_num_epochs_0_feeds_every_row_ten_times_as_tensorflowonspark_did(
@@ -206,7 +183,7 @@ def test_train_with_num_epochs_0_feeds_every_row_ten_times_as_tensorflowonspark_
     finally:
         cluster.shutdown()
     assert report["epochs"] == 10 and report["rows"] == report["consumed"] == 500, report
-    nodes = _read_reports(tmp_path)
+    nodes = read_node_reports(tmp_path)
     assert sorted(nodes) == ["worker:0", "worker:1"]
     assert [len(n["epochs"]) for n in nodes.values()] == [10, 10]
     for epoch in range(10):   # each epoch: every row once, the nodes level
@@ -236,7 +213,7 @@ def _dataset_with_signature(args, ctx):
             feature_sum += float(tf.reduce_sum(features))
             label_sum += int(tf.reduce_sum(labels))
         epochs.append({"rows": rows, "feature_sum": feature_sum, "label_sum": label_sum, "widths": sorted(widths)})
-    _write_report(args["out"], ctx, {
+    write_node_report(args["out"], ctx, {
         "element_spec": [[spec.shape.as_list(), spec.dtype.name] for spec in dataset.element_spec],
         "epochs": epochs})
 
@@ -251,12 +228,12 @@ def test_as_dataset_with_output_signature_is_built_before_data_arrives_and_keeps
                    num_cpus=1)
     try:
         # without output_signature, as_dataset() reads the shapes off the first chunk and so waits for data
-        _wait_for_file(built)
+        wait_for_file(built)
         report = cluster.train([rows[:25], rows[25:]], num_epochs=2, feed_timeout=120)
     finally:
         cluster.shutdown()
     assert report["rows"] == report["consumed"] == 80, report
-    node = _read_reports(out)["worker:0"]
+    node = read_node_reports(out)["worker:0"]
     # the given signature, not the one read off the data (which would be [None, 3] float32, [None] int64)
     assert node["element_spec"] == [[[None, None], "float32"], [[None], "int64"]], node["element_spec"]
     expected = {"rows": 40, "feature_sum": float(sum(range(40)) + 40 * (0.5 - 1.0)),
@@ -312,7 +289,7 @@ def _record_values(args, ctx):
         batch = [int(row[0]) for row in feed.next_batch(64)]
         values.extend(batch)
         _says_it_read(args, batch)
-    _write_report(args["out"], ctx, {"values": values})
+    write_node_report(args["out"], ctx, {"values": values})
 
 
 @LOCAL_SPARK
@@ -342,7 +319,7 @@ def test_dataframe_feeding_task_that_fails_once_is_retried_and_every_row_is_fed_
     # the first attempt failed after a node had consumed some of its rows, and the retry fed them all again
     assert (markers / "failed-partition-2").read_text() == READ_BEFORE_FAILURE
     assert report["rows"] == report["consumed"] == num_rows, report
-    nodes = _read_reports(out)
+    nodes = read_node_reports(out)
     assert sorted(nodes) == ["worker:0", "worker:1"]
     values = nodes["worker:0"]["values"] + nodes["worker:1"]["values"]
     assert sorted(values) == list(range(num_rows)), "a row was fed twice or never"
@@ -359,7 +336,7 @@ def _double_and_record(args, ctx):
             feed.batch_results([2 * v for v in batch])
             values.extend(int(v) for v in batch)
             _says_it_read(args, batch)   # after batch_results: the chunks read to the end are answered
-    _write_report(args["out"], ctx, {"values": values})
+    write_node_report(args["out"], ctx, {"values": values})
 
 
 @LOCAL_SPARK
@@ -381,7 +358,7 @@ def test_inference_task_that_fails_once_is_retried_and_every_row_is_answered_exa
         cluster.shutdown()
     assert (markers / "failed-partition-1").read_text() == READ_BEFORE_FAILURE
     assert results == [2 * v for v in range(num_rows)]
-    nodes = _read_reports(out)
+    nodes = read_node_reports(out)
     answered = nodes["worker:0"]["values"] + nodes["worker:1"]["values"]
     assert sorted(answered) == list(range(num_rows)), "a row was answered twice or never"
     assert sorted(nodes["worker:1"]["values"]) == list(range(1000, 2000)) + list(range(3000, 4000))
@@ -403,7 +380,7 @@ def test_custom_resources_are_held_by_every_node_actor_and_keep_the_nodes_off_ma
     # the driver's machine (0) has CPUs but no 'tf': without the resource the scheduler prefers it
     cluster = _run(_report_placement, {"out": str(tmp_path)}, 3, resources={TF_RESOURCE: 1})
     cluster.shutdown()
-    reports = _read_reports(tmp_path)
+    reports = read_node_reports(tmp_path)
     assert sorted(reports) == ["worker:0", "worker:1", "worker:2"]
     for name, report in reports.items():
         assert report["assigned"].get(TF_RESOURCE) == 1 and report["assigned"].get("CPU") == 0.5, (name, report)
@@ -445,7 +422,7 @@ def test_driver_ps_nodes_puts_the_ps_on_the_drivers_machine_where_the_scheduler_
                            role_resources={"ps": {"resources": {}}}, driver_ps_nodes=pinned)
             cluster.shutdown(grace_secs=5)
             where[pinned] = {name: machines.machine_of(report["node_id"])
-                             for name, report in _read_reports(out).items()}
+                             for name, report in read_node_reports(out).items()}
     finally:
         ray.kill(hold)
     assert where[False]["ps:0"] != 0, where      # the control: left to Ray, the ps goes elsewhere

@@ -6,9 +6,6 @@ from Spark with ``train`` or ``inference`` and checks what the nodes received
 nothing duplicated, nothing left behind. The ``spark`` fixture runs each test on
 Spark local mode and on RayDP.
 """
-import glob
-import json
-import os
 import sys
 
 import pyspark
@@ -16,6 +13,8 @@ import pytest
 import ray.cloudpickle
 from pyspark import cloudpickle as spark_cloudpickle
 
+import node_reports
+from node_reports import read_node_reports, write_node_report
 from raytfnode import TFCluster
 from raytfnode.errors import NodeError
 
@@ -23,6 +22,8 @@ from raytfnode.errors import NodeError
 # workers, which cannot import this test module: ship it by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 spark_cloudpickle.register_pickle_by_value(sys.modules[__name__])
+ray.cloudpickle.register_pickle_by_value(node_reports)
+spark_cloudpickle.register_pickle_by_value(node_reports)
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(300)]
 
@@ -30,23 +31,6 @@ SPARK = TFCluster.InputMode.SPARK
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _write_report(out_dir, ctx, report):
-    """Writes ``report`` (a dict) for this node; the driver reads it after shutdown."""
-    path = os.path.join(out_dir, "{}-{}.json".format(ctx.job_name, ctx.task_index))
-    with open(path + ".tmp", "w") as f:
-        json.dump(dict(report, node="{}:{}".format(ctx.job_name, ctx.task_index)), f)
-    os.replace(path + ".tmp", path)
-
-
-def _read_reports(out_dir):
-    reports = {}
-    for path in sorted(glob.glob(os.path.join(str(out_dir), "*.json"))):
-        with open(path) as f:
-            report = json.load(f)
-        reports[report["node"]] = report
-    return reports
 
 
 def _run(spark, map_fun, args, num_nodes=2, **kwargs):
@@ -65,7 +49,7 @@ def _count_rows_by_epoch(args, ctx):
             total += int(batch.sum())
         if count or not feed.should_stop():
             epochs.append([count, total])
-    _write_report(args["out"], ctx, {"epochs": epochs})
+    write_node_report(args["out"], ctx, {"epochs": epochs})
 
 
 # --------------------------------------------------- 1. inference scenario
@@ -114,7 +98,7 @@ def test_train_multi_epoch_delivers_every_row_once_per_epoch_balanced_across_wor
     assert report["epochs"] == num_epochs
     assert report["rows"] == report["consumed"] == num_epochs * num_rows
     assert report["skipped"] == 0
-    nodes = _read_reports(tmp_path)
+    nodes = read_node_reports(tmp_path)
     assert sorted(nodes) == ["worker:0", "worker:1"]
     per_node = [nodes[name]["epochs"] for name in sorted(nodes)]
     assert all(len(epochs) == num_epochs for epochs in per_node), per_node
@@ -164,7 +148,7 @@ def _keras_fit_map_fun(args, ctx):
         model = keras.Sequential([keras.layers.Input(shape=(4,)), keras.layers.Dense(1)])
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
     history = model.fit(feed.as_dataset(64), epochs=args["epochs"], verbose=0)
-    _write_report(args["out"], ctx, {"epochs": per_epoch,
+    write_node_report(args["out"], ctx, {"epochs": per_epoch,
                                      "loss": [float(v) for v in history.history["loss"]],
                                      "finite": bool(np.all(np.isfinite(history.history["loss"])))})
 
@@ -183,7 +167,7 @@ def test_keras_fit_on_skewed_partitions_ends_every_epoch_and_sees_every_row(spar
     assert report["consumed"] == report["rows"] == epochs * total
     assert sum(s["consumed_rows"] for s in stats) == epochs * total
     assert sum(s["skipped_rows"] for s in stats) == 0
-    nodes = _read_reports(tmp_path)
+    nodes = read_node_reports(tmp_path)
     assert sorted(nodes) == ["worker:0", "worker:1"]
     for node in nodes.values():
         assert len(node["loss"]) == epochs and node["finite"], node
@@ -213,7 +197,7 @@ def _mapping_map_fun(args, ctx):
         rows += n
         label_sum += int(y.sum())
         feature_sum += float(x.astype("float64").sum())
-    _write_report(args["out"], ctx, {"rows": rows, "label_sum": label_sum, "feature_sum": feature_sum,
+    write_node_report(args["out"], ctx, {"rows": rows, "label_sum": label_sum, "feature_sum": feature_sum,
                                      "seen": sorted(list(s) for s in seen)})
 
 
@@ -228,7 +212,7 @@ def test_dataframe_array_column_with_input_mapping_gives_2d_float32_features_and
     finally:
         cluster.shutdown()
     assert report["rows"] == report["consumed"] == num_epochs * num_rows
-    nodes = _read_reports(tmp_path)
+    nodes = read_node_reports(tmp_path)
     assert sorted(nodes) == ["worker:0", "worker:1"]
     for node in nodes.values():
         assert node["seen"] == [["dict", ["x", "y"], "float32", 2, [3], "i", 1, True]], node["seen"]
@@ -262,7 +246,7 @@ def _sum_everything(args, ctx):
         if batch is not None:
             rows += len(batch)
             total += int(batch.sum())
-    _write_report(args["out"], ctx, {"rows": rows, "sum": total})
+    write_node_report(args["out"], ctx, {"rows": rows, "sum": total})
 
 
 @pytest.mark.faults
@@ -285,7 +269,7 @@ def test_retried_feeding_task_after_partial_feed_delivers_each_row_exactly_once(
         failures = f.read().split()
     assert failures == ["1000"] * num_epochs   # every epoch's job lost partition 2 once, 7 chunks in
     assert report["rows"] == report["consumed"] == num_epochs * num_rows
-    nodes = _read_reports(out)
+    nodes = read_node_reports(out)
     assert sum(n["rows"] for n in nodes.values()) == num_epochs * num_rows
     assert sum(n["sum"] for n in nodes.values()) == num_epochs * sum(range(num_rows))
 
@@ -305,7 +289,7 @@ def _terminate_after_three_batches(args, ctx):
     else:
         while not feed.should_stop():
             rows += len(feed.next_batch(10))
-    _write_report(args["out"], ctx, {"rows": rows})
+    write_node_report(args["out"], ctx, {"rows": rows})
 
 
 @pytest.mark.parametrize("spark", ["local"], indirect=True)   # RayDP: test_faults' test_terminate_mid_epoch_*
@@ -322,7 +306,7 @@ def test_terminate_mid_epoch_returns_from_train_with_skipped_rows_accounted(spar
     assert report["skipped"] > 0
     assert report["consumed"] + report["skipped"] == report["rows"], report
     assert sum(s["consumed_rows"] for s in stats) == report["consumed"]
-    nodes = _read_reports(tmp_path)
+    nodes = read_node_reports(tmp_path)
     assert nodes["worker:0"]["rows"] == 30
     assert sum(n["rows"] for n in nodes.values()) < num_rows
 
@@ -378,7 +362,7 @@ def _train_then_validation(args, ctx):
         while not feed.should_stop():
             extra += len(feed.next_batch(32))
     report["extra"] = extra
-    _write_report(args["out"], ctx, report)
+    write_node_report(args["out"], ctx, report)
 
 
 def test_validation_queue_fed_by_name_reaches_the_validation_data_feed(spark, no_leftovers, tmp_path):
@@ -394,7 +378,7 @@ def test_validation_queue_fed_by_name_reaches_the_validation_data_feed(spark, no
         cluster.shutdown()
     assert train_report["consumed"] == len(train_values)
     assert validation_report["consumed"] == len(validation_values)
-    nodes = _read_reports(tmp_path)
+    nodes = read_node_reports(tmp_path)
     assert sorted(nodes) == ["worker:0", "worker:1"]
     for name, values in (("input", train_values), ("validation", validation_values)):
         assert sum(n[name][0] for n in nodes.values()) == len(values)

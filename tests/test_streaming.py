@@ -7,7 +7,6 @@ every batch, nothing fed twice after a replay, results 1:1 with inputs,
 bounded queues under a slow trainer, a node failure reported by name, and
 nothing left running.
 """
-import glob
 import json
 import os
 import sys
@@ -21,11 +20,15 @@ import ray
 import ray.cloudpickle
 from pyspark import cloudpickle as spark_cloudpickle
 
+import node_reports
+from node_reports import read_node_reports, write_node_report
 from raytfnode import TFCluster
 from raytfnode.errors import FeedError, NodeError
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 spark_cloudpickle.register_pickle_by_value(sys.modules[__name__])
+ray.cloudpickle.register_pickle_by_value(node_reports)
+spark_cloudpickle.register_pickle_by_value(node_reports)
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(420)]
 LOCAL_SPARK = pytest.mark.parametrize("spark", ["local"], indirect=True)
@@ -54,22 +57,6 @@ def _write_rows(directory, name, ids, x, y):
     os.replace(tmp, os.path.join(directory, name))
 
 
-def _write_report(out_dir, ctx, report):
-    path = os.path.join(out_dir, "{}-{}.json".format(ctx.job_name, ctx.task_index))
-    with open(path + ".tmp", "w") as f:
-        json.dump(dict(report, node="{}:{}".format(ctx.job_name, ctx.task_index)), f)
-    os.replace(path + ".tmp", path)
-
-
-def _read_reports(out_dir):
-    reports = {}
-    for path in sorted(glob.glob(os.path.join(str(out_dir), "*.json"))):
-        with open(path) as f:
-            report = json.load(f)
-        reports[report["node"]] = report
-    return reports
-
-
 def _wait_until(condition, timeout, what):
     """Polls ``condition()`` until true; fails the test after ``timeout`` s."""
     deadline = time.monotonic() + timeout
@@ -94,7 +81,7 @@ def _read_ids_until_end(args, ctx):
             ids.extend(batch[0].tolist())
         if ids or not feed.should_stop():
             epochs.append(ids)
-    _write_report(args["out"], ctx, {"epochs": epochs})
+    write_node_report(args["out"], ctx, {"epochs": epochs})
 
 
 # ------------------------------------- 1. file stream trains 2 MWMS workers
@@ -124,7 +111,7 @@ def _mwms_stream_map_fun(args, ctx):
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     dataset = feed.as_dataset(64).map(lambda d: (d["x"], d["y"]))
     history = model.fit(dataset, epochs=args["batches"], verbose=0)
-    _write_report(args["out"], ctx, {"epochs": per_epoch, "loss": [float(v) for v in history.history["loss"]]})
+    write_node_report(args["out"], ctx, {"epochs": per_epoch, "loss": [float(v) for v in history.history["loss"]]})
 
 
 @pytest.mark.timeout(900)
@@ -152,7 +139,7 @@ def test_file_stream_trains_two_mwms_workers_every_row_once_both_workers_in_ever
         cluster.shutdown()
     assert not feed.query.isActive
     assert sum(rows_per_node.values()) == len(y)
-    nodes = _read_reports(tmp_path)
+    nodes = read_node_reports(tmp_path)
     assert sorted(nodes) == ["worker:0", "worker:1"]
     for batch, ids in enumerate(files):
         got = [nodes[name]["epochs"][batch] for name in sorted(nodes)]
@@ -179,7 +166,7 @@ def _hold_after_rows(args, ctx):
             held = True
             ctx.mgr.set("held", len(ids))
             ctx.mgr.get_queue("output").get()   # the driver fails the query meanwhile
-    _write_report(args["out"], ctx, {"ids": ids})
+    write_node_report(args["out"], ctx, {"ids": ids})
 
 
 @LOCAL_SPARK
@@ -215,7 +202,7 @@ def test_batch_replayed_after_forced_failure_is_not_fed_twice(spark, no_leftover
     finally:
         cluster.shutdown()
     assert progress["batches"] == 1 and progress["last_batch_id"] == 0
-    nodes = _read_reports(tmp_path)
+    nodes = read_node_reports(tmp_path)
     read = nodes["worker:0"]["ids"] + nodes["worker:1"]["ids"]
     assert len(read) == len(set(read)), "rows read twice: {}".format(sorted(i for i in set(read)
                                                                            if read.count(i) > 1)[:20])
@@ -272,7 +259,7 @@ def _terminate_after_half(args, ctx):
         values.extend(batch)
         if ctx.task_index == 0 and len(values) >= args["total"] // 2 and not feed.should_stop():
             feed.terminate()
-    _write_report(args["out"], ctx, {"values": values})
+    write_node_report(args["out"], ctx, {"values": values})
 
 
 @LOCAL_SPARK
@@ -293,7 +280,7 @@ def test_dstream_queue_stream_trains_and_shutdown_ssc_stops_it_after_terminate(s
         ssc.stop(stopSparkContext=False, stopGraceFully=False)
     assert str(ssc._jssc.getState()) == "STOPPED"
     assert "terminate()" in feed.progress()["stop_reason"]
-    nodes = _read_reports(tmp_path)
+    nodes = read_node_reports(tmp_path)
     values = nodes["worker:0"]["values"] + nodes["worker:1"]["values"]
     assert len(values) == len(set(values))
     assert sorted(values) == list(range(400))
@@ -312,7 +299,7 @@ def _slow_reader(args, ctx):
         if batch is not None:
             ids.extend(batch[0].tolist())
             time.sleep(0.02)
-    _write_report(args["out"], ctx, {"ids": ids})
+    write_node_report(args["out"], ctx, {"ids": ids})
 
 
 @LOCAL_SPARK
@@ -347,7 +334,7 @@ def test_slow_trainer_holds_the_query_back_queues_stay_within_their_bound_no_row
     assert 0 < peak <= queue_bound, peak
     assert progress["batches"] == len(files) and progress["rows"] == 9000
     assert behind > 0, "the query was never held back ({} samples)".format(samples)
-    nodes = _read_reports(tmp_path)
+    nodes = read_node_reports(tmp_path)
     ids = nodes["worker:0"]["ids"] + nodes["worker:1"]["ids"]
     assert len(ids) == len(set(ids)) and sorted(ids) == list(range(9000))
 
