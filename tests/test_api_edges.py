@@ -1,7 +1,6 @@
 """TensorFlowOnSpark API details that ported programs lean on: keyword names, shutdown(-1), ctx fields,
 TFManager.connect, export_saved_model with tensor objects."""
 import json
-import os
 import sys
 
 import numpy as np

@@ -7,7 +7,6 @@ function over ``(index, rows)`` on driver threads.
 """
 import threading
 
-import pytest
 
 from raytfnode.bridges.local import MAX_CONCURRENT_PARTITIONS, _Job
 from raytfnode.errors import FeedError

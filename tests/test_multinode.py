@@ -28,13 +28,16 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from conftest import (TF_RESOURCE, _running_sparks, _start_local_spark, _stop_spark, assert_no_leftovers,
                       machine_resource)
-from test_spark_feed import _read_reports, _write_report
+import node_reports
+from node_reports import read_node_reports, write_node_report
 from raytfnode import TFCluster, logs
 from raytfnode.bridges.raydata import block_copies
 from raytfnode.errors import BadInputError, NodeError
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 spark_cloudpickle.register_pickle_by_value(sys.modules[__name__])
+ray.cloudpickle.register_pickle_by_value(node_reports)
+spark_cloudpickle.register_pickle_by_value(node_reports)
 
 pytestmark = [pytest.mark.multinode, pytest.mark.timeout(300)]
 
@@ -70,7 +73,7 @@ def machines(multinode_cluster):
 
 def _where(args, ctx):
     """Reports where this node runs: its Ray node id, GPUs and CUDA_VISIBLE_DEVICES."""
-    _write_report(args["out"], ctx, {
+    write_node_report(args["out"], ctx, {
         "node_id": ray.get_runtime_context().get_node_id(),
         "gpu_ids": ctx.gpu_ids,
         "ray_gpu_ids": [str(g) for g in ray.get_gpu_ids()],
@@ -83,7 +86,7 @@ def _run_where(tmp_path, num_executors, num_ps=0, **kwargs):
     cluster = TFCluster.run(None, _where, {"out": str(tmp_path)}, num_executors, num_ps, import_tensorflow=False,
                             reservation_timeout=120, **kwargs)
     cluster.shutdown(grace_secs=5)
-    reports = _read_reports(tmp_path)
+    reports = read_node_reports(tmp_path)
     for (job, index), info in zip(cluster.roles, cluster.cluster_info):
         assert reports["{}:{}".format(job, index)]["node_id"] == info["node_id"]
     return cluster, reports
@@ -201,7 +204,7 @@ def _train_then_infer(args, ctx):
         callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=touch))
     history = model.fit(feed.as_dataset(64, output_signature=signature), epochs=args["epochs"], verbose=0,
                         callbacks=callbacks)
-    _write_report(args["out"], ctx, {"epochs": per_epoch, "loss": [float(v) for v in history.history["loss"]],
+    write_node_report(args["out"], ctx, {"epochs": per_epoch, "loss": [float(v) for v in history.history["loss"]],
                                      "weights": [w.tolist() for w in model.get_weights()],
                                      "node_id": ray.get_runtime_context().get_node_id()})
     infer = ctx.get_data_feed(train_mode=False, qname_in="infer")
@@ -253,7 +256,7 @@ def _train_and_infer_from_spark(sc, machines, tmp_path, epochs=2):
         result_parts = cluster.inference(rdd, qname="infer", feed_timeout=180).glom().collect()
     finally:
         cluster.shutdown()
-    _check_training(_read_reports(tmp_path), report, epochs, len(rows))
+    _check_training(read_node_reports(tmp_path), report, epochs, len(rows))
     _check_in_order(result_parts, input_parts)
     correct = sum(1 for part in result_parts for row_id, predicted in part if predicted == int(rows[row_id][1]))
     assert correct > len(rows) // 2      # it learned: better than half right after 2 epochs
@@ -457,7 +460,7 @@ def test_mwms_on_two_machines_fed_from_a_ray_dataset_whose_blocks_live_on_a_thir
         results = cluster.inference(ds, qname="infer", feed_timeout=180).take_all()
     finally:
         cluster.shutdown()
-    _check_training(_read_reports(tmp_path), report, epochs, len(x))
+    _check_training(read_node_reports(tmp_path), report, epochs, len(x))
     assert [row["result"][0] for row in results] == list(range(len(x)))     # in input order
     assert sum(1 for row in results if row["result"][1] == y[row["result"][0]]) > len(x) // 2
 
@@ -474,7 +477,7 @@ def _count_ids(args, ctx):
             total += int(ids.sum())
         if rows or not feed.should_stop():
             epochs.append([rows, total])
-    _write_report(args["out"], ctx, {"epochs": epochs})
+    write_node_report(args["out"], ctx, {"epochs": epochs})
 
 
 def _check_ids_per_epoch(reports, epochs, num_rows, num_nodes):
@@ -494,7 +497,7 @@ def _feed_ids(machines, tmp_path, ds, epochs, **kwargs):
         report = cluster.train(ds, num_epochs=epochs, feed_timeout=120)
     finally:
         cluster.shutdown()
-    return report, _read_reports(tmp_path)
+    return report, read_node_reports(tmp_path)
 
 
 def test_data_locality_reads_blocks_on_their_own_machines_and_keeps_the_balance(machines, tmp_path):
@@ -578,7 +581,7 @@ def test_map_fun_of_a_module_the_machines_lack_fails_naming_it_and_runs_with_run
     finally:
         sys.path.remove(str(root))
         sys.modules.pop(name, None)
-    reports = _read_reports(out)
+    reports = read_node_reports(out)
     assert sorted(reports) == ["worker:0", "worker:1"]
     assert len({info["node_id"] for info in cluster.cluster_info}) == 2
     for report in reports.values():    # imported from the copy Ray shipped, not from the driver's directory
