@@ -74,10 +74,13 @@ _lock = threading.Lock()
 _handles = {}
 
 
-def connect(target):
-    """Connects this process to Ray (once) and returns ``(coordinator, [queue actors])``."""
+def connect(target, where=None):
+    """Connects this process to Ray (once) and returns ``(coordinator, [queue actors])``.
+
+    ``where`` (``'partition 3'``) names the caller's data in a failure to connect.
+    """
     with _lock:
-        connect_worker(target.ray_address, target.namespace, target.auth_mode)
+        connect_worker(target.ray_address, target.namespace, target.auth_mode, where)
         coordinator_name, queue_names = target.coordinator_name, target.queue_names
         if target.directory_name:   # the current attempt's actors, after any restart
             directory = GuardedHandle(ray.get_actor(target.directory_name, namespace=target.namespace),
@@ -144,8 +147,8 @@ def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
     Returns:
       ``{'partition', 'epoch', 'rows', 'consumed', 'skipped'}``.
     """
-    coordinator, queues = connect(target)
     where = "partition {}".format(partition)
+    coordinator, queues = connect(target, where)
     if chunks is None:
         chunks = chunk_rows(rows, target.chunk_bytes, target.chunk_rows, where)
     chunks = _reporting_bad_input(chunks, coordinator, target.feed_id)
@@ -241,8 +244,8 @@ def feed_inference_partition(target, partition, rows=None, chunks=None, run_id="
     node processes at the same time never mix. ``run_id`` separates two
     evaluations of the same lazy result (for Spark: the stage id).
     """
-    coordinator, queues = connect(target)
     where = "partition {}".format(partition)
+    coordinator, queues = connect(target, where)
     if chunks is None:
         chunks = chunk_rows(rows, target.chunk_bytes, target.chunk_rows, where)
     chunks = _reporting_bad_input(chunks, coordinator, target.feed_id)

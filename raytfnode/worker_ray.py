@@ -42,32 +42,33 @@ def pass_auth_to_spark_workers(sc, environ=None):
     return {AUTH_MODE_ENV: mode}
 
 
-def check_worker_auth(auth_mode, ray_address, environ=None):
+def check_worker_auth(auth_mode, ray_address, environ=None, where=None):
     """Raises :class:`FeedError` when this process cannot join a Ray cluster that needs token authentication.
 
     Args:
       :auth_mode: the driver's ``RAY_AUTH_MODE`` (``None`` when it had none).
       :ray_address: the Ray cluster's address, for the message.
       :environ: this process's environment (default ``os.environ``).
+      :where: what this worker was given to feed (``'partition 3'``), named first in the message.
     """
     environ = os.environ if environ is None else environ
     if auth_mode and auth_mode != "disabled" and not environ.get(AUTH_MODE_ENV):
         raise FeedError(
-            "this Spark Python worker (pid {}) cannot join the Ray cluster at {}: the cluster uses {}={} and the "
+            "{}this Spark Python worker (pid {}) cannot join the Ray cluster at {}: the cluster uses {}={} and the "
             "worker's environment has no {}. Set spark.executorEnv.{}={} in the Spark configuration (with the "
             "token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token on every Spark machine), or "
-            "start Spark after ray.init()".format(os.getpid(), ray_address, AUTH_MODE_ENV, auth_mode,
-                                                  AUTH_MODE_ENV, AUTH_MODE_ENV, auth_mode))
+            "start Spark after ray.init()".format("{}: ".format(where) if where else "", os.getpid(), ray_address,
+                                                  AUTH_MODE_ENV, auth_mode, AUTH_MODE_ENV, AUTH_MODE_ENV, auth_mode))
 
 
-def connect_worker(ray_address, namespace, auth_mode):
+def connect_worker(ray_address, namespace, auth_mode, where=None):
     """Connects this process to the Ray cluster at ``ray_address`` unless it is connected already.
 
     The caller holds its own lock: two threads of one worker must not both call ``ray.init``.
     """
     if ray.is_initialized():
         return
-    check_worker_auth(auth_mode, ray_address)
+    check_worker_auth(auth_mode, ray_address, where=where)
     ray.init(address=ray_address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
 
 

@@ -12,8 +12,8 @@ from raytfnode.worker_ray import check_worker_auth, pass_auth_to_spark_workers
 
 
 def test_worker_without_auth_mode_is_told_which_variable_to_set():
-    with pytest.raises(FeedError, match=r"has no RAY_AUTH_MODE\. Set spark\.executorEnv\.RAY_AUTH_MODE=token"):
-        check_worker_auth("token", "10.0.0.1:6379", environ={})
+    with pytest.raises(FeedError, match=r"^partition 3: .* has no RAY_AUTH_MODE\. Set spark\.executorEnv\.RAY_AUTH_MODE=token"):
+        check_worker_auth("token", "10.0.0.1:6379", environ={}, where="partition 3")
 
 
 @pytest.mark.parametrize("auth_mode, environ", [(None, {}), ("disabled", {}), ("token", {"RAY_AUTH_MODE": "token"})])
