@@ -35,6 +35,7 @@ CPU; it composes the one-concern parts of :mod:`raytfnode.queue_parts`, and its
 own methods only dispatch to them.
 """
 import asyncio
+import collections
 import logging
 
 from ray.exceptions import RayActorError
@@ -81,6 +82,7 @@ class _NodeQueues:
         self.signal = Signal()
         self.coordinator = coordinator
         self.reads = 0               # calls by readers (DataFeeds) to take entries: has map_fun read yet?
+        self.put_outcomes = collections.Counter()   # put_chunk answers: a retried producer shows as duplicate/replaced
         self._watcher = None         # the task watching the node's actor (watch_node)
 
     # ---------------------------------------------------------------- helpers
@@ -187,6 +189,7 @@ class _NodeQueues:
             "consumed_chunks": self.ledger.consumed_chunks,
             "skipped_rows": self.ledger.skipped_rows,
             "reads": self.reads,
+            "put_outcomes": dict(self.put_outcomes),
             "queued_bytes": {name: lane.bound.bytes for name, lane in self.lanes.items()},
             "queued_entries": {name: len(lane.queue) for name, lane in self.lanes.items()},
             "error": self.node.error,
@@ -261,6 +264,11 @@ class _NodeQueues:
         ``FeedTimeoutError`` after ``timeout`` s without room, ``FeedError`` when
         the node's ``map_fun`` already returned.
         """
+        outcome = await self._put_chunk(name, key, ref_box, num_rows, nbytes, tag, last, timeout)
+        self.put_outcomes[outcome] += 1
+        return outcome
+
+    async def _put_chunk(self, name, key, ref_box, num_rows, nbytes, tag, last, timeout):
         feed_id = key[0]
         self._raise_for_feed(feed_id)
         lane = self._lane(name)

@@ -9,6 +9,7 @@ placement group of the cluster and no Spark job may be left behind.
 
 FAILURES.md at the repository root lists the cases in a table.
 """
+import collections
 import json
 import os
 import signal
@@ -375,7 +376,9 @@ def test_spark_task_retry_delivers_rows_once(spark, clusters, tmp_path, how):
         directory.mkdir()
     # The readers keep the 16 KiB queues full and stop reading for a moment whenever an attempt fails, so
     # the failed attempt's last puts are likely to still wait for room when the retried attempt puts the
-    # same chunks (raytfnode counts no put outcomes, so the test cannot show that they did).
+    # same chunks. Each failed attempt had put its first chunk (settled before its third was cut, well
+    # before row 1000), so each retry meets at least one chunk of its failed attempt: the queue actors
+    # answer those puts 'duplicate' (already read) or 'replaced' (queued, or taken: the retry's copy wins).
     cluster = clusters(record_rows(str(out), delay=0.01, pause_dir=str(markers)), sc=spark, chunk_bytes=2048,
                        queue_max_bytes=16 << 10)
     rdd = spark.sparkContext.parallelize(range(n), partitions).mapPartitionsWithIndex(
@@ -384,6 +387,10 @@ def test_spark_task_retry_delivers_rows_once(spark, clusters, tmp_path, how):
     failed = sorted(os.listdir(markers))
     assert len(failed) == partitions * epochs, "not every first attempt failed: {}".format(failed)
     assert sorted(os.listdir(retries)) == failed, "a failed partition was not fed by a retry"
+    outcomes = collections.Counter()
+    for stats in ray.get([queue.stats.remote() for queue in cluster.queue_actors]):
+        outcomes.update(stats["put_outcomes"])
+    assert outcomes["duplicate"] + outcomes["replaced"] >= partitions * epochs, outcomes
     cluster.shutdown(timeout=60)
     got = recorded(str(out))
     assert sorted(got) == ["worker0", "worker1"]
