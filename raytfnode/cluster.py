@@ -308,8 +308,13 @@ class TFCluster:
                 logger.exception("cancelling the feeding job failed")
 
     def _explain_failure(self, exc):
-        """The error to show for a failed feed: a node's own error when there is one."""
-        if isinstance(exc, (NodeError, BadInputError)):
+        """The error to show for a failed feed: a node's own error when there is one.
+
+        A producer that stopped on a node's error raises that node's ``NodeError``,
+        which may be a survivor's (its collective broke when a peer died): the
+        driver's own record, which puts a dead node first, names the root cause.
+        """
+        if isinstance(exc, BadInputError):
             return exc
         deadline = time.monotonic() + 3.0
         while True:  # a node error may be recorded a moment after the feeding task saw it
@@ -319,6 +324,8 @@ class TFCluster:
                 break
         if error is not None:
             return error
+        if isinstance(exc, NodeError):
+            return exc
         for eid in self._fed():
             try:
                 recorded = ray.get(self.queue_actors[eid].get_error.remote(), timeout=5)

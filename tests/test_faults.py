@@ -339,6 +339,53 @@ def test_node_killed_mid_feed(spark, clusters, how):
         cluster.shutdown(timeout=30)
 
 
+def dies_and_breaks_its_peer(out_dir):
+    """worker:1 exits after a few batches; worker:0 reads on until that process is gone, then raises (as a
+    survivor's collective does when its peer dies). worker:0's error usually reaches the feed first."""
+    def gone(pid):
+        """The process exited (gone, or a zombie its parent has not reaped yet)."""
+        try:
+            with open("/proc/{}/stat".format(pid)) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        except FileNotFoundError:
+            return True
+
+    def map_fun(args, ctx):
+        feed = ctx.get_data_feed()
+        pid_file = os.path.join(out_dir, "worker1.pid")
+        if ctx.task_index == 1:
+            with open(pid_file + ".tmp", "w") as f:
+                f.write(str(os.getpid()))
+            os.rename(pid_file + ".tmp", pid_file)
+            for _ in range(3):
+                feed.next_batch(16)
+            os._exit(1)
+        while not os.path.exists(pid_file):
+            feed.next_batch(16)
+        with open(pid_file) as f:
+            peer = int(f.read())
+        while not gone(peer):
+            time.sleep(0.005)
+        raise RuntimeError("UnavailableError: the collective with worker:1 broke")
+    return map_fun
+
+
+def test_dead_node_is_named_before_the_survivor_whose_collective_broke(clusters, tmp_path):
+    """The node that died is the root cause, also when a survivor's error reaches a producer first."""
+    cluster = clusters(dies_and_breaks_its_peer(str(tmp_path)), queue_max_bytes=32 << 10, chunk_bytes=4 << 10)
+    partitions = [list(range(i * 20000, (i + 1) * 20000)) for i in range(8)]
+    started = time.monotonic()
+    with pytest.raises(NodeError) as info:
+        cluster.train(data=partitions, num_epochs=2, feed_timeout=600)
+    assert time.monotonic() - started < FAR_BELOW
+    assert info.value.node == "worker:1", str(info.value)
+    assert "died" in info.value.message, info.value.message
+    for survivor in info.value.related:   # worker:0, when its error was recorded by then
+        assert survivor.node == "worker:0" and "collective with worker:1 broke" in survivor.message
+    with pytest.raises(NodeError, match="worker:1"):
+        cluster.shutdown(timeout=30)
+
+
 # ------------------------------------- 3. a Spark task dies half-way and is retried: rows exactly once
 
 
