@@ -233,9 +233,11 @@ class TFCluster:
         if not feed_timeout or feed_timeout <= 0:
             raise BadInputError("feed_timeout must be a positive number of seconds, got {!r}".format(feed_timeout))
 
-    def _input_mapping(self, qname):
+    def _before_feeding(self, qname):
+        """``(input_mapping the fed nodes gave for qname, node that terminated the feed or None)``, asked together."""
+        terminated = self.coordinator.terminated.remote()
         mappings = ray.get([self.queue_actors[eid].kv_get.remote("input_mapping:" + qname) for eid in self._fed()])
-        return next((mapping for mapping in mappings if mapping), None)
+        return next((mapping for mapping in mappings if mapping), None), ray.get(terminated)
 
     def _watch(self, job, target, description, progress=None):
         """Runs ``job(cancel_event)`` on a thread while watching the nodes; returns its result."""
@@ -379,7 +381,8 @@ class TFCluster:
             raise BadInputError("num_epochs must be an integer >= 0, got {!r}".format(num_epochs))
         from .bridges import source_for
         source = source_for(data, self.sc)
-        source.validate(self._input_mapping(qname))
+        input_mapping, terminated = self._before_feeding(qname)
+        source.validate(input_mapping)
         if getattr(source, "streaming", False):
             return source.train_stream(self, qname, feed_timeout, num_epochs=num_epochs, **stream_options)
         if stream_options:
@@ -387,7 +390,7 @@ class TFCluster:
         if num_epochs == 0:
             logger.info("num_epochs=0: feeding the data %d times (TensorFlowOnSpark's default)", DEFAULT_EPOCHS)
             num_epochs = DEFAULT_EPOCHS
-        self._refuse_if_terminated()
+        self._refuse_if_terminated(terminated)
         report = {"epochs": 0, "rows": 0, "consumed": 0, "skipped": 0, "skipped_epochs": 0, "partitions": 0,
                   "seconds": 0.0, "restarts": []}
         epoch_rows = {}       # epoch -> rows fed in it (completed epochs)
@@ -431,9 +434,10 @@ class TFCluster:
         record["rows_refed"] += sum(rows for e, rows in epoch_rows.items() if epoch <= e < position["epoch"])
         return epoch, None
 
-    def _refuse_if_terminated(self):
-        """A node's ``DataFeed.terminate()`` ends the cluster's feeding for good: a later feed is an error."""
-        terminated = ray.get(self.coordinator.terminated.remote())
+    @staticmethod
+    def _refuse_if_terminated(terminated):
+        """A node's ``DataFeed.terminate()`` (by node ``terminated``) ends the cluster's feeding for good: a
+        later feed is an error."""
         if terminated is not None:
             raise FeedError("node {} called DataFeed.terminate(), which ends this cluster's feeding: a later "
                             "train() or inference() would skip every row. Start a new cluster (TFCluster.run) "
@@ -443,12 +447,14 @@ class TFCluster:
                      show=None):
         """Feeds epochs ``first_epoch..num_epochs-1`` to the current attempt's nodes."""
         target = self._target(qname, feed_timeout)
+        stats = self._fed_stats()   # before the producers start: the progress baseline and the restart bookkeeping
         display = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, "train",
-                               num_epochs=num_epochs, enabled=self._progress if show is None else show)
+                               num_epochs=num_epochs, enabled=self._progress if show is None else show,
+                               baseline=stats)
         try:
             for epoch in range(first_epoch, num_epochs):
                 position["epoch"] = epoch
-                position["fed_at_epoch_start"] = self._fed_rows()
+                position["fed_at_epoch_start"] = sum(stat.get("fed_rows", 0) for stat in stats)
                 job = source.train_job(target, epoch)
                 display.start_epoch(epoch)
                 stats = self._watch(job, target, "epoch {}/{}".format(epoch + 1, num_epochs), display)
@@ -463,7 +469,11 @@ class TFCluster:
                 report["skipped"] += sum(part["skipped"] for part in stats)
                 for eid in self._fed():
                     self.queue_actors[eid].put_marker.remote(qname, (END_EPOCH, target.feed_id, epoch))
-                if ray.get(self.coordinator.terminated.remote()) is not None:
+                if epoch + 1 == num_epochs:
+                    break
+                terminated = self.coordinator.terminated.remote()
+                stats = self._fed_stats()
+                if ray.get(terminated) is not None:
                     report["skipped_epochs"] = num_epochs - epoch - 1
                     if report["skipped_epochs"]:
                         logger.info("feeding was terminated: the %d remaining epochs are not fed",
@@ -488,9 +498,6 @@ class TFCluster:
             except Exception:  # noqa: BLE001
                 stats.append({})
         return stats
-
-    def _fed_rows(self):
-        return sum(stat.get("fed_rows", 0) for stat in self._fed_stats())
 
     def _restart(self, error):
         """Stops every node and starts a new set after ``error``, or raises it when the policy says no.
@@ -584,13 +591,14 @@ class TFCluster:
         self._check_feed_args(qname, feed_timeout)
         from .bridges import source_for
         source = source_for(data, self.sc)
-        source.validate(self._input_mapping(qname))
+        input_mapping, terminated = self._before_feeding(qname)
+        source.validate(input_mapping)
         if stream_options and not getattr(source, "streaming", False):
             raise BadInputError("options {} apply to a stream only".format(sorted(stream_options)))
         if getattr(source, "streaming", False):
             return source.inference(self._target(qname, feed_timeout), self, **stream_options)
         self._raise_node_error()
-        self._refuse_if_terminated()
+        self._refuse_if_terminated(terminated)
         return source.inference(self._target(qname, feed_timeout, follow_restarts=True), self)
 
     def _with_restarts(self, target, step):

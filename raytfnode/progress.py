@@ -73,10 +73,12 @@ class FeedProgress:
       :stream: where to write (default ``sys.stderr``); a terminal gets the redrawn bar.
       :num_epochs: epochs of a training feed (see :meth:`start_epoch`).
       :enabled: ``False`` shows nothing; ``None`` follows ``RAYTFNODE_PROGRESS``.
+      :baseline: the queue actors' ``stats()`` read before this feed's producers started, when the
+        caller has them (else they are read here).
     """
 
     def __init__(self, queue_actors, node_names, description, interval=1.0, log_seconds=10.0, stream=None,
-                 num_epochs=None, enabled=None):
+                 num_epochs=None, enabled=None, baseline=None):
         self.queue_actors = list(queue_actors)
         self.node_names = list(node_names)
         self.description = description
@@ -100,8 +102,11 @@ class FeedProgress:
         self.closed = False
         # the counters before this feed, read now, before its producers start: an async queue actor may
         # run a later call first, so a baseline read lazily could already hold some of this feed's rows
-        self._baseline_refs = [q.stats.remote() for q in self.queue_actors] if self.enabled else []
-        if self._baseline_refs:
+        self._baseline_refs = []
+        if baseline is not None and all(baseline):
+            self.baseline = [(s["fed_rows"], s["consumed_rows"]) for s in baseline]
+        elif self.enabled:
+            self._baseline_refs = [q.stats.remote() for q in self.queue_actors]
             self._read_baseline(timeout=10)
 
     @property
