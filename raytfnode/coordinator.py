@@ -74,6 +74,13 @@ class _Coordinator:
         self.assigned[chunk_key] = counts
         return counts
 
+    def assign_all(self, feed_id, epoch, chunks):
+        """:meth:`assign` for many chunks in one call: ``chunks`` is ``[(chunk_key, num_rows, slot)]``.
+
+        Returns their counts in order (``None`` for each once a node called terminate()).
+        """
+        return [self.assign(feed_id, epoch, chunk_key, num_rows, slot) for chunk_key, num_rows, slot in chunks]
+
     def _changed_chunk(self, feed_id, epoch, chunk_key, first_rows, rows):
         """The error for a retried producer whose chunk has another row count than its first attempt's."""
         where = "partition {}".format(chunk_key[2]) if len(chunk_key) > 3 else "chunk {}".format(chunk_key)

@@ -65,8 +65,9 @@ class _EntryReader:
                 raise ClusterStoppedError("the queues of this node are gone: its cluster was shut down") from None
             if entries:
                 self._buffer.extend(entries)
-                # unique: pieces of one stored block share its ref
-                refs = list(dict.fromkeys(e[2][0] for e in entries if e[0] == CHUNK))
+                # unique: pieces of one stored block share its ref; a run of small blocks names several
+                refs = list(dict.fromkeys(ref for e in entries if e[0] == CHUNK
+                                          for ref in (e[2][0] if isinstance(e[2][0], list) else [e[2][0]])))
                 if refs:  # start pulling the objects to this node while the caller works
                     ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=True)
                 if entries[-1][0] not in (END_FEED, END_EPOCH):

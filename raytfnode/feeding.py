@@ -19,7 +19,7 @@ import ray
 from .chunks import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, chunk_rows
 from .errors import BadInputError, FeedError
 from .guard import GuardedHandle
-from .stored import StoredRows
+from .stored import StoredRows, StoredRun
 from .worker_ray import connect_worker
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def _boxed(chunk):
     of their own (a reader on another node pulls a copy that Ray may evict),
     and the bridge bounds how many blocks are in flight.
     """
-    if isinstance(chunk, StoredRows):
+    if isinstance(chunk, (StoredRows, StoredRun)):
         return chunk.box(), 0
     return [ray.put(chunk)], chunk.nbytes
 
@@ -204,6 +204,57 @@ def _put_epoch_chunks(target, epoch, partition, chunks, coordinator, queues, sta
         pending = ahead
     _settle(calls, call_slots, target.node_names, outcomes, 0)
     return keys
+
+
+def feed_stored_epoch(target, epoch, pieces, partitions, cancelled=None):
+    """Feeds one training epoch of rows already in the object store (a Ray Dataset's blocks) in a few calls.
+
+    The rows need no cutting or copying, and their size is known before the
+    first put, so the whole epoch goes at once: one coordinator call splits
+    every piece, every part goes to its node's queue in calls that run
+    together (a part holds references and counts 0 bytes against the bound),
+    and one call per node waits until it read its parts.
+
+    Args:
+      :target: the :class:`FeedTarget`.
+      :epoch: the epoch number; with a piece's index it makes the piece's chunk key.
+      :pieces: the :class:`raytfnode.stored.StoredRows` and :class:`raytfnode.stored.StoredRun`, in order.
+      :partitions: how many blocks they cover (the source's partitions, for the report).
+      :cancelled: a ``threading.Event``; once set, no more pieces are put.
+
+    Returns:
+      ``{'epoch', 'rows', 'consumed', 'skipped', 'partitions'}``.
+    """
+    where = "epoch {} of the Ray Dataset".format(epoch)
+    coordinator, queues = connect(target, where)
+    chunks = [((target.feed_id, epoch, index, 0), piece) for index, piece in enumerate(pieces)]
+    stats = {"epoch": epoch, "rows": sum(piece.num_rows for piece in pieces), "consumed": 0, "skipped": 0,
+             "partitions": partitions}
+    answers = ray.get(coordinator.assign_all.remote(
+        target.feed_id, epoch, [(key, piece.num_rows, piece.slot) for key, piece in chunks]))
+    keys = [[] for _ in queues]
+    calls, call_slots, outcomes = [], [], []
+    for (chunk_key, piece), counts in zip(chunks, answers):
+        if counts is None:
+            stats["skipped"] += piece.num_rows
+            continue
+        if cancelled is not None and cancelled.is_set():
+            _discard(calls)
+            raise FeedError("{}: the feed was cancelled".format(where))
+        start = 0
+        for slot, count in enumerate(counts):
+            if not count:
+                continue
+            key = chunk_key + (slot,)
+            box, nbytes = _boxed(piece.slice(start, start + count))
+            start += count
+            calls.append(queues[slot].put_chunk.remote(target.qname, key, box, count, nbytes, None, False,
+                                                       target.feed_timeout))
+            call_slots.append((slot, count))
+            keys[slot].append(key)
+    _settle(calls, call_slots, target.node_names, outcomes, 0)
+    _wait_consumed(target, queues, keys, where, stats)
+    return stats
 
 
 def _wait_consumed(target, queues, keys, where, stats):

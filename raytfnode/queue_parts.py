@@ -21,6 +21,7 @@ import collections
 import time
 
 from .errors import ClusterStoppedError, FeedError, FeedTimeoutError, NodeError
+from .stored import box_without
 
 ITEM, CHUNK, END_EPOCH, END_FEED = "item", "chunk", "end_epoch", "end_feed"
 MARKERS = (END_EPOCH, END_FEED)
@@ -258,16 +259,11 @@ class Leases:
 def skip_rows(entry, rows):
     """The chunk ``entry`` without its first ``rows`` rows (a reader handed those out already).
 
-    The box becomes ``[ref, start, stop]`` (see :func:`raytfnode.stored.chunk_of`); the bytes stay counted.
+    The box names the rest (see :func:`raytfnode.stored.chunk_of`); the bytes stay counted.
     """
     if rows <= 0:
         return entry
-    box = entry[2]
-    if len(box) == 1:
-        box = [box[0], rows, entry[3]]
-    else:
-        box = [box[0], box[1] + rows, box[2]]
-    return entry[:2] + (box, entry[3] - rows) + entry[4:]
+    return entry[:2] + (box_without(entry[2], rows, entry[3]), entry[3] - rows) + entry[4:]
 
 
 def with_box(entry, box, chunk_rows):

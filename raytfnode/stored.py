@@ -7,9 +7,16 @@ instead, travels through the queues as ``[ref, start, stop]``, and the reader
 turns it into a :class:`raytfnode.chunks.Chunk` whose numeric and tensor
 columns are views of the block's buffers (no copy on either side).
 
+Many small blocks would each cost a queue entry of their own (a put, a take
+and an acknowledgement for a few hundred rows); :func:`runs_of` joins
+consecutive small pieces into a :class:`StoredRun`, one entry whose reader
+joins the pieces into one chunk (a copy of a few MiB at most).
+
 Pure: refs are held here, never resolved.
 """
-from .chunks import Chunk, chunk_from_arrow
+from .chunks import Chunk, chunk_from_arrow, concat_chunks
+
+SMALL_PIECE_SHARE = 4   # a piece under 1/4 of a chunk's bytes joins a run; a bigger one is read as a view
 
 
 class StoredRows:
@@ -49,6 +56,79 @@ class StoredRows:
     def box(self):
         """What a queue entry carries: ``[ref, start, stop]`` (a list, so Ray passes the ref unresolved)."""
         return [self.ref, self.start, self.stop]
+
+
+class StoredRun:
+    """Consecutive :class:`StoredRows` of small blocks, fed as one chunk.
+
+    Travels as ``[[ref, ...], [start, ...], [stop, ...]]``; the reader fetches
+    the blocks in one call and joins the ranges (a copy of the run's rows).
+
+    Attributes:
+      :pieces: the :class:`StoredRows`, in feeding order.
+      :slot: the fed node planned to read them (every piece has the same), or ``None``.
+    """
+
+    __slots__ = ("pieces", "slot")
+
+    def __init__(self, pieces):
+        self.pieces = list(pieces)
+        self.slot = self.pieces[0].slot
+
+    def __repr__(self):
+        return "StoredRun({} pieces, {} rows)".format(len(self.pieces), self.num_rows)
+
+    @property
+    def num_rows(self):
+        return sum(piece.num_rows for piece in self.pieces)
+
+    @property
+    def nbytes(self):
+        return sum(piece.nbytes for piece in self.pieces)
+
+    def slice(self, start, stop):
+        """Rows ``start:stop`` of the run (relative): a :class:`StoredRows` when they fall in one piece."""
+        out, offset = [], 0
+        for piece in self.pieces:
+            first, last = max(start - offset, 0), min(stop - offset, piece.num_rows)
+            if first < last:
+                out.append(piece.slice(first, last))
+            offset += piece.num_rows
+        return out[0] if len(out) == 1 else StoredRun(out)
+
+    def box(self):
+        """What a queue entry carries: the refs (unresolved, in a list), the starts and the stops."""
+        return [[piece.ref for piece in self.pieces], [piece.start for piece in self.pieces],
+                [piece.stop for piece in self.pieces]]
+
+
+def runs_of(pieces, max_bytes, max_rows):
+    """Joins consecutive small pieces read by the same node into :class:`StoredRun` of at most
+    ``max_bytes`` and ``max_rows``; a piece of ``max_bytes / SMALL_PIECE_SHARE`` or more stays as it is
+    (its reader sees views of its block, no copy).
+
+    >>> pieces = [StoredRows("a", 0, 10, 1.0), StoredRows("b", 0, 10, 1.0), StoredRows("c", 0, 90, 1.0)]
+    >>> [type(p).__name__ for p in runs_of(pieces, max_bytes=100, max_rows=1000)]
+    ['StoredRun', 'StoredRows']
+    """
+    out, run = [], []
+
+    def close():
+        if run:
+            out.append(run[0] if len(run) == 1 else StoredRun(run))
+            run.clear()
+
+    for piece in pieces:
+        if piece.nbytes * SMALL_PIECE_SHARE >= max_bytes:
+            close()
+            out.append(piece)
+            continue
+        if run and (run[0].slot != piece.slot or sum(p.nbytes for p in run) + piece.nbytes > max_bytes
+                    or sum(p.num_rows for p in run) + piece.num_rows > max_rows):
+            close()
+        run.append(piece)
+    close()
+    return out
 
 
 def check_block(block, where=""):
@@ -92,7 +172,29 @@ def chunk_of(value, box):
     """The :class:`Chunk` a queue entry's ``box`` names, given the fetched object ``value``."""
     if len(box) == 1:
         return value
+    if isinstance(box[0], list):   # a StoredRun: ``value`` holds its blocks
+        return concat_chunks([chunk_of(block, [None, start, stop]) for block, start, stop in zip(value, *box[1:])])
     start, stop = box[1], box[2]
     if isinstance(value, Chunk):
         return value.slice(start, stop)
     return chunk_from_arrow(value.slice(start, stop - start))
+
+
+def box_without(box, rows, num_rows):
+    """The box of a chunk entry without its first ``rows`` rows (a reader handed those out already).
+
+    ``num_rows`` is how many rows ``box`` names. A put chunk's ``[ref]`` becomes ``[ref, rows, num_rows]``.
+    """
+    if len(box) == 1:
+        return [box[0], rows, num_rows]
+    if isinstance(box[0], list):
+        refs, starts, stops = [], [], []
+        for ref, start, stop in zip(*box):
+            skip = min(rows, stop - start)
+            rows -= skip
+            if start + skip < stop:
+                refs.append(ref)
+                starts.append(start + skip)
+                stops.append(stop)
+        return [refs, starts, stops]
+    return [box[0], box[1] + rows, box[2]]

@@ -334,6 +334,35 @@ def test_stored_block_rows_cut_a_table_by_rows_and_read_back_as_views_of_its_buf
     assert stored.chunk_of(small, [None]) is small and stored.chunk_of(small, [None, 2, 5]).rows() == [2, 3, 4]
 
 
+def test_small_stored_pieces_join_runs_that_read_back_as_one_chunk_in_order():
+    tables = [pa.table({"x": pa.array(np.arange(10 * b, 10 * b + 10, dtype=np.int64))}) for b in range(4)]
+    refs = ["block{}".format(b) for b in range(4)]   # tokens: never resolved here
+    pieces = [p for ref, table in zip(refs, tables) for p in stored.block_pieces(ref, 10, 8.0, chunk_rows=100)]
+    # 80-byte pieces against 400-byte chunks: each is small (< 1/4 chunk); a run stops at 30 rows here
+    runs = stored.runs_of(pieces, max_bytes=400, max_rows=30)
+    assert [type(r).__name__ for r in runs] == ["StoredRun", "StoredRows"]
+    assert runs[0].num_rows == 30 and runs[0].nbytes == 240 and runs[1].box() == ["block3", 0, 10]
+    run = runs[0]
+    assert run.box() == [["block0", "block1", "block2"], [0, 0, 0], [10, 10, 10]]
+    assert stored.chunk_of(tables[:3], run.box()).columns[0].tolist() == list(range(30))
+    # a node's share of a run is a run (or one piece) of the same rows
+    part = run.slice(5, 25)
+    assert part.box() == [["block0", "block1", "block2"], [5, 0, 0], [10, 10, 5]]
+    assert stored.chunk_of(tables[:3], part.box()).columns[0].tolist() == list(range(5, 25))
+    assert run.slice(12, 18).box() == ["block1", 2, 8]
+    # a reader that handed out 7 rows gives back the rest
+    rest = stored.box_without(part.box(), 7, 20)
+    assert rest == [["block1", "block2"], [2, 0], [10, 5]]
+    assert stored.chunk_of(tables[1:3], rest).columns[0].tolist() == list(range(12, 25))
+    # a big piece stays alone (read as a view), and runs never mix the nodes a locality plan chose
+    big = stored.StoredRows("big", 0, 50, 8.0)
+    planned = [stored.StoredRows("a", 0, 5, 8.0, slot=0), stored.StoredRows("b", 0, 5, 8.0, slot=1)]
+    assert [type(r).__name__ for r in stored.runs_of([pieces[0], big, pieces[1]], 400, 100)] == ["StoredRows"] * 3
+    assert [r.slot for r in stored.runs_of(planned, 400, 100)] == [0, 1]
+    assert [r.num_rows for r in stored.runs_of(pieces, max_bytes=330, max_rows=100)] == [40]   # 320 bytes fit
+    assert [r.num_rows for r in stored.runs_of(pieces, max_bytes=320, max_rows=100)] == [10] * 4  # none small
+
+
 def test_stored_block_rows_reject_bad_input_in_the_producer_naming_block_and_row():
     table = pa.table({"x": pa.array([1.0, 2.0, None])})
     with pytest.raises(BadInputError, match=r"block 3 column x: row 2 is null"):

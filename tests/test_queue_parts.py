@@ -147,6 +147,8 @@ def test_skip_rows_leaves_the_rows_handed_out_behind():
     assert skip_rows(stored, 3)[2] == ["block", 103, 110]
     assert skip_rows(skip_rows(plain, 4), 2)[2] == ["ref", 6, 10]
     assert skip_rows(plain, 0) is plain
+    run = chunk("c", rows=12, box=[["b0", "b1"], [0, 4], [5, 11]])     # a StoredRun of 5 + 7 rows
+    assert skip_rows(run, 6)[2:4] == ([["b1"], [5], [11]], 6)
 
 
 def test_with_box_reads_a_retried_copy_from_where_the_entry_was():

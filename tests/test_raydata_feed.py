@@ -15,7 +15,6 @@ import ray
 import ray.cloudpickle
 
 from raytfnode import TFCluster
-from raytfnode.bridges.raydata import block_groups
 from raytfnode.errors import BadInputError
 
 # The map_funs below run in Ray actors, which cannot import this test module.
@@ -55,20 +54,17 @@ def _count_epochs(args, ctx):
     _write_report(args["out"], ctx, {"epochs": epochs, "kinds": sorted(kinds)})
 
 
-def test_blocks_are_fed_by_a_few_producers_each_holding_a_run_of_consecutive_blocks():
-    assert block_groups(5, 4) == [[0, 1], [2], [3], [4]]
-    assert block_groups(3, 4) == [[0], [1], [2]]
-    assert block_groups(0, 4) == []
-    runs = block_groups(400, 4)
-    assert [len(run) for run in runs] == [100] * 4 and sum(runs, []) == list(range(400))
-
-
-@pytest.mark.parametrize("num_blocks", [5, 37])   # 37 blocks: runs of 9-10 blocks per producer
-def test_ray_dataset_train_feeds_every_row_once_per_epoch(ray_cluster, no_leftovers, tmp_path, num_blocks):
+# 8-byte rows: with the default 16 MiB chunks every block is small and the blocks travel in runs; with
+# chunk_bytes=4096 a 200-row block (1,600 bytes) is read as a view on its own, and with 1024 the 27-row
+# blocks form runs of at most 4 blocks
+@pytest.mark.parametrize("num_blocks,chunk_bytes", [(5, None), (37, None), (5, 4096), (37, 1024)])
+def test_ray_dataset_train_feeds_every_row_once_per_epoch(ray_cluster, no_leftovers, tmp_path, num_blocks,
+                                                          chunk_bytes):
     num_rows, num_epochs = 1000, 2
     ds = ray.data.range(num_rows, override_num_blocks=num_blocks)
+    options = {"chunk_bytes": chunk_bytes} if chunk_bytes else {}
     cluster = TFCluster.run(None, _count_epochs, {"out": str(tmp_path)}, 2, 0, input_mode=SPARK,
-                            import_tensorflow=False)
+                            import_tensorflow=False, **options)
     try:
         report = cluster.train(ds, num_epochs=num_epochs, feed_timeout=120)
     finally:

@@ -5,9 +5,10 @@ epochs). Each block is checked once, by a small Ray task that runs where the
 block is (bad input fails there, naming the block and row); the check's
 answer (rows, bytes per row) is kept per block ref, since a stored block never
 changes. Every epoch then feeds row ranges of the blocks by reference
-(:mod:`raytfnode.stored`) from driver threads: no byte of a block is copied or
+(:mod:`raytfnode.stored`) from the driver: no byte of a block is copied or
 moved on the way to the readers, which see its columns as views, and an epoch
-costs a few actor calls per block instead of a task per block. On a cluster
+costs one coordinator call, the puts (sent together) and one wait per node,
+whatever the number of blocks. On a cluster
 of several machines an epoch is planned (:mod:`raytfnode.locality`): each
 block's rows go to fed nodes on the block's machine as far as the per-epoch
 balance allows, so few blocks are copied between machines. The block index
@@ -22,10 +23,9 @@ from ray.exceptions import RayTaskError
 from ray.experimental import get_object_locations
 
 from ..errors import BadInputError
-from ..feeding import feed_inference_partition, feed_train_partition
+from ..feeding import feed_inference_partition, feed_stored_epoch
 from ..locality import plan_epoch
-from ..stored import block_pieces, check_block, stored_block_rows
-from .local import MAX_CONCURRENT_PARTITIONS, _Job
+from ..stored import block_pieces, check_block, runs_of, stored_block_rows
 
 MAX_TASKS_IN_FLIGHT = 4
 _CHECKED_KEPT = 100000
@@ -61,31 +61,24 @@ def _block_layouts(blocks):
 
 
 class _StoredFeedJob:
-    """One epoch of a Ray Dataset: checks new blocks, then feeds their row ranges from driver threads."""
+    """One epoch of a Ray Dataset: checks new blocks, then feeds their row ranges in a few actor calls."""
 
     def __init__(self, target, epoch, blocks):
         self.target = target
         self.epoch = epoch
         self.blocks = blocks
-        self._job = None
+        self.cancelled = threading.Event()
 
     def __call__(self):
         layouts = _block_layouts(self.blocks)
         plan = self._plan([rows for rows, _ in layouts])
-        pieces = [block_pieces(ref, rows, row_bytes, self.target.chunk_rows, ranges)
-                  for ref, (rows, row_bytes), ranges in zip(self.blocks, layouts, plan)]
-        # one producer per group of blocks, not per block: a producer waits once, at its end, for the
-        # nodes to read what it put, so many small blocks flow without a round trip through the
-        # readers per block (the group index plays the partition's part in the chunk keys)
-        groups = block_groups(len(pieces), MAX_CONCURRENT_PARTITIONS)
-        self._job = _Job(lambda index, block_rows: feed_train_partition(self.target, self.epoch, index,
-                                                                        chunks=block_rows),
-                         [(index, [piece for block in group for piece in pieces[block]])
-                          for index, group in enumerate(groups)])
-        stats = self._job()
-        for group_stats, group in zip(stats, groups):
-            group_stats["partitions"] = len(group)     # the blocks it fed: the source's partitions
-        return stats
+        pieces = [piece for ref, (rows, row_bytes), ranges in zip(self.blocks, layouts, plan)
+                  for piece in block_pieces(ref, rows, row_bytes, self.target.chunk_rows, ranges)]
+        # small blocks travel in runs, one queue entry per run instead of per block
+        pieces = runs_of(pieces, self.target.chunk_bytes, self.target.chunk_rows)
+        # the whole epoch at once, from this thread: the blocks' sizes are known, their pieces cost no
+        # memory, so nothing is gained by a producer per block and every producer's round trips are lost
+        return [feed_stored_epoch(self.target, self.epoch, pieces, len(self.blocks), self.cancelled)]
 
     def _plan(self, block_rows):
         """Per block, the fed node reading each row range (local first), or ``None`` ranges: level split."""
@@ -98,27 +91,7 @@ class _StoredFeedJob:
         return plan_epoch(block_rows, homes, machines)
 
     def cancel(self):
-        if self._job is not None:
-            self._job.cancel()
-
-
-def block_groups(num_blocks, num_groups):
-    """Splits block indices ``0..num_blocks-1`` into at most ``num_groups`` runs of consecutive blocks.
-
-    The runs differ in length by at most one block, and the same inputs always give the same
-    runs (a restarted feed cuts the same chunk keys).
-
-    >>> block_groups(5, 2)
-    [[0, 1, 2], [3, 4]]
-    """
-    num_groups = max(1, min(num_groups, num_blocks))
-    size, extra = divmod(num_blocks, num_groups)
-    groups, start = [], 0
-    for index in range(num_groups):
-        stop = start + size + (1 if index < extra else 0)
-        groups.append(list(range(start, stop)))
-        start = stop
-    return [group for group in groups if group]
+        self.cancelled.set()
 
 
 def block_machines(blocks):
