@@ -15,6 +15,7 @@ import ray
 import ray.cloudpickle
 
 from raytfnode import TFCluster
+from raytfnode.bridges.raydata import CHECK_TASKS_PER_MACHINE, check_groups
 from raytfnode.errors import BadInputError
 
 # The map_funs below run in Ray actors, which cannot import this test module.
@@ -52,6 +53,15 @@ def _count_epochs(args, ctx):
         if rows or not feed.should_stop():
             epochs.append([rows, total])
     _write_report(args["out"], ctx, {"epochs": epochs, "kinds": sorted(kinds)})
+
+
+def test_new_blocks_are_checked_by_a_few_tasks_per_machine_each_holding_blocks_of_its_machine():
+    homes = ["m1", "m2"] * 200                                   # 400 blocks on two machines
+    groups = check_groups(range(400), homes)
+    assert len(groups) == 2 * CHECK_TASKS_PER_MACHINE             # not one task (one Ray worker) per block
+    assert sorted(i for group in groups for i in group) == list(range(400))
+    assert all(len({homes[i] for i in group}) == 1 for group in groups)
+    assert check_groups([3], homes) == [[3]] and check_groups([], homes) == []
 
 
 # 8-byte rows: with the default 16 MiB chunks every block is small and the blocks travel in runs; with

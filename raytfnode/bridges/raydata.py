@@ -1,8 +1,9 @@
 """Ray Data bridge: a Ray Dataset's blocks fed by reference, no Spark needed.
 
 The dataset is materialized once (its blocks stay in the object store for all
-epochs). Each block is checked once, by a small Ray task that runs where the
-block is (bad input fails there, naming the block and row); the check's
+epochs). Each block is checked once, by one of a few Ray tasks per machine
+that run where their blocks are (bad input fails there, naming the block and
+row; one task per block would start a Ray worker per block); the check's
 answer (rows, bytes per row) is kept per block ref, since a stored block never
 changes. Every epoch then feeds row ranges of the blocks by reference
 (:mod:`raytfnode.stored`) from the driver: no byte of a block is copied or
@@ -28,6 +29,7 @@ from ..locality import plan_epoch
 from ..stored import block_pieces, check_block, runs_of, stored_block_rows
 
 MAX_TASKS_IN_FLIGHT = 4
+CHECK_TASKS_PER_MACHINE = 4   # blocks are checked by a few tasks per machine, never one task per block
 _CHECKED_KEPT = 100000
 
 _checked_lock = threading.Lock()
@@ -35,25 +37,45 @@ _checked = collections.OrderedDict()   # block ref id (bytes, not the ref: no pi
 
 
 @ray.remote(num_cpus=0, max_retries=2)
-def _check_block(index, block):
-    return check_block(block, "block {}".format(index))
+def _check_blocks(indices, *blocks):
+    return [check_block(block, "block {}".format(index)) for index, block in zip(indices, blocks)]
+
+
+def check_groups(indices, homes, per_machine=CHECK_TASKS_PER_MACHINE):
+    """Splits the block ``indices`` into the groups one check task each takes: the blocks of one machine
+    (``homes[i]``, the machine holding block ``i``), in at most ``per_machine`` runs per machine.
+
+    >>> check_groups([0, 1, 2, 3, 4], ["m1", "m2", "m1", "m1", "m2"], per_machine=2)
+    [[0, 2], [3], [1], [4]]
+    """
+    by_machine = collections.defaultdict(list)
+    for index in indices:
+        by_machine[homes[index]].append(index)
+    groups = []
+    for machine_indices in by_machine.values():
+        size = -(-len(machine_indices) // per_machine)
+        groups.extend(machine_indices[start:start + size] for start in range(0, len(machine_indices), size))
+    return groups
 
 
 def _block_layouts(blocks):
-    """``(rows, bytes per row)`` of every block; blocks not seen before are checked by Ray tasks."""
+    """``(rows, bytes per row)`` of every block; blocks not seen before are checked by a few Ray tasks
+    per machine, each on the machine holding its blocks (Ray places a task by its arguments)."""
     ids = [ref.binary() for ref in blocks]
     with _checked_lock:
         missing = [i for i, key in enumerate(ids) if key not in _checked]
     if missing:
+        groups = check_groups(missing, block_machines(blocks))
         try:
-            answers = ray.get([_check_block.remote(i, blocks[i]) for i in missing])
+            answers = ray.get([_check_blocks.remote(group, *[blocks[i] for i in group]) for group in groups])
         except RayTaskError as exc:
             if isinstance(exc.cause, BadInputError):
                 raise BadInputError(str(exc.cause)) from None
             raise
         with _checked_lock:
-            for i, answer in zip(missing, answers):
-                _checked[ids[i]] = answer
+            for group, group_answers in zip(groups, answers):
+                for i, answer in zip(group, group_answers):
+                    _checked[ids[i]] = answer
             while len(_checked) > _CHECKED_KEPT:
                 _checked.popitem(last=False)
     with _checked_lock:
