@@ -501,7 +501,9 @@ def _feed_ids(machines, tmp_path, ds, epochs, **kwargs):
 
 
 def test_data_locality_reads_blocks_on_their_own_machines_and_keeps_the_balance(machines, tmp_path):
-    # 6 blocks of 300 rows, 2 on each TF machine: each machine holds exactly its nodes' share
+    # 6 blocks of 300 rows, 2 on each TF machine: each machine holds exactly its nodes' share. The blocks
+    # (2,400 bytes) are fed as pieces of their own with 4 KiB chunks; with the default 16 MiB chunks they
+    # would travel in one run of small blocks, which the blind split cuts into contiguous thirds anyway
     homes = [machines.node_ids[m] for m in (1, 2, 3, 1, 2, 3)]
     sizes = [300] * 6
     copies = {}
@@ -510,7 +512,8 @@ def test_data_locality_reads_blocks_on_their_own_machines_and_keeps_the_balance(
         assert _holders(refs) == [[home] for home in homes]
         out = tmp_path / str(locality)
         out.mkdir()
-        report, reports = _feed_ids(machines, out, ray.data.from_arrow_refs(refs), 2, data_locality=locality)
+        report, reports = _feed_ids(machines, out, ray.data.from_arrow_refs(refs), 2, data_locality=locality,
+                                    chunk_bytes=4096)
         assert report["rows"] == report["consumed"] == 2 * sum(sizes)
         _check_ids_per_epoch(reports, 2, sum(sizes), 3)
         counted = block_copies(refs)            # raytfnode's count: machines holding each block
