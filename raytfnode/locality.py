@@ -68,6 +68,32 @@ def plan_epoch(block_rows, block_machines, slot_machines):
     return plan
 
 
+def contiguous_plan(block_rows, num_slots):
+    """Assigns an epoch's blocks, in order, to slots in contiguous stretches of their level share.
+
+    On one machine every node reads every block locally, so the plan only
+    decides how many pieces there are: each node takes whole blocks one after
+    the other and at most ``num_slots - 1`` blocks are split, where a share
+    ends (the blind split cuts every block into a piece per node).
+
+    >>> contiguous_plan([3, 3, 3], 2)
+    [[(0, 0, 3)], [(0, 0, 2), (1, 2, 3)], [(1, 0, 3)]]
+    """
+    targets = level_targets(sum(block_rows), num_slots)
+    plan, slot, used = [], 0, 0
+    for rows in block_rows:
+        ranges, start = [], 0
+        while start < rows:
+            while targets[slot] - used <= 0:
+                slot, used = slot + 1, 0
+            count = min(targets[slot] - used, rows - start)
+            ranges.append((slot, start, start + count))
+            start += count
+            used += count
+        plan.append(ranges)
+    return plan
+
+
 def blind_plan(block_rows, num_slots):
     """The locality-blind assignment: every block split level across all slots (for comparison)."""
     from .coordinator import level_split
@@ -99,4 +125,4 @@ def cross_machine_bytes(plan, block_bytes, block_machines, slot_machines):
     return moved
 
 
-__all__ = ["blind_plan", "cross_machine_bytes", "level_targets", "plan_epoch"]
+__all__ = ["blind_plan", "contiguous_plan", "cross_machine_bytes", "level_targets", "plan_epoch"]

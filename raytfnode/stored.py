@@ -103,31 +103,33 @@ class StoredRun:
 
 
 def runs_of(pieces, max_bytes, max_rows):
-    """Joins consecutive small pieces read by the same node into :class:`StoredRun` of at most
-    ``max_bytes`` and ``max_rows``; a piece of ``max_bytes / SMALL_PIECE_SHARE`` or more stays as it is
-    (its reader sees views of its block, no copy).
+    """Joins small pieces read by the same node into :class:`StoredRun` of at most ``max_bytes`` and
+    ``max_rows``; a piece of ``max_bytes / SMALL_PIECE_SHARE`` or more stays as it is (its reader sees
+    views of its block, no copy). Each node's pieces keep their order.
 
     >>> pieces = [StoredRows("a", 0, 10, 1.0), StoredRows("b", 0, 10, 1.0), StoredRows("c", 0, 90, 1.0)]
     >>> [type(p).__name__ for p in runs_of(pieces, max_bytes=100, max_rows=1000)]
     ['StoredRun', 'StoredRows']
     """
-    out, run = [], []
+    out, open_runs = [], {}    # slot -> the pieces of its run being filled
 
-    def close():
+    def close(slot):
+        run = open_runs.pop(slot, None)
         if run:
             out.append(run[0] if len(run) == 1 else StoredRun(run))
-            run.clear()
 
     for piece in pieces:
         if piece.nbytes * SMALL_PIECE_SHARE >= max_bytes:
-            close()
+            close(piece.slot)
             out.append(piece)
             continue
-        if run and (run[0].slot != piece.slot or sum(p.nbytes for p in run) + piece.nbytes > max_bytes
+        run = open_runs.get(piece.slot)
+        if run and (sum(p.nbytes for p in run) + piece.nbytes > max_bytes
                     or sum(p.num_rows for p in run) + piece.num_rows > max_rows):
-            close()
-        run.append(piece)
-    close()
+            close(piece.slot)
+        open_runs.setdefault(piece.slot, []).append(piece)
+    for slot in list(open_runs):
+        close(slot)
     return out
 
 

@@ -363,6 +363,30 @@ def test_small_stored_pieces_join_runs_that_read_back_as_one_chunk_in_order():
     assert [r.num_rows for r in stored.runs_of(pieces, max_bytes=320, max_rows=100)] == [10] * 4  # none small
 
 
+def test_runs_keep_each_nodes_pieces_in_order_when_a_plan_alternates_nodes():
+    pieces = [stored.StoredRows("b{}".format(i), 0, 10, 8.0, slot=i % 2) for i in range(6)]
+    runs = stored.runs_of(pieces, max_bytes=4000, max_rows=1000)
+    assert [(r.slot, r.box()[0]) for r in runs] == [(0, ["b0", "b2", "b4"]), (1, ["b1", "b3", "b5"])]
+
+
+@pytest.mark.parametrize("block_rows,num_slots", [([3, 3, 3], 2), ([150] * 400, 2), ([1500] * 40, 3),
+                                                  ([7, 0, 1, 30, 2], 4), ([5], 3)])
+def test_contiguous_plan_gives_each_node_its_level_share_in_whole_blocks_but_for_a_few(block_rows, num_slots):
+    from raytfnode import locality
+    plan = locality.contiguous_plan(block_rows, num_slots)
+    got = [0] * num_slots
+    for rows, ranges in zip(block_rows, plan):
+        assert [(start, stop) for _, start, stop in ranges] == list(zip(
+            [0] + [stop for _, _, stop in ranges[:-1]], [stop for _, _, stop in ranges])) or rows == 0
+        assert sum(stop - start for _, start, stop in ranges) == rows      # every row once, in order
+        for slot, start, stop in ranges:
+            got[slot] += stop - start
+    assert got == locality.level_targets(sum(block_rows), num_slots)
+    assert sum(len(ranges) > 1 for ranges in plan) <= num_slots - 1        # split only where a share ends
+    slots_in_order = [slot for ranges in plan for slot, _, _ in ranges]
+    assert slots_in_order == sorted(slots_in_order)                        # contiguous stretches
+
+
 def test_stored_block_rows_reject_bad_input_in_the_producer_naming_block_and_row():
     table = pa.table({"x": pa.array([1.0, 2.0, None])})
     with pytest.raises(BadInputError, match=r"block 3 column x: row 2 is null"):

@@ -25,7 +25,7 @@ from ray.experimental import get_object_locations
 
 from ..errors import BadInputError
 from ..feeding import feed_inference_partition, feed_stored_epoch
-from ..locality import plan_epoch
+from ..locality import contiguous_plan, plan_epoch
 from ..stored import block_pieces, check_block, runs_of, stored_block_rows
 
 MAX_TASKS_IN_FLIGHT = 4
@@ -103,13 +103,15 @@ class _StoredFeedJob:
         return [feed_stored_epoch(self.target, self.epoch, pieces, len(self.blocks), self.cancelled)]
 
     def _plan(self, block_rows):
-        """Per block, the fed node reading each row range (local first), or ``None`` ranges: level split."""
+        """Per block, the fed node reading each row range: local first on several machines, contiguous
+        stretches on one; ``None`` ranges (every piece split level by the coordinator) with
+        ``data_locality=False``."""
         machines = self.target.slot_machines
-        if not self.target.data_locality or len(set(machines)) < 2:
+        if not self.target.data_locality:
             return [None] * len(block_rows)
-        homes = block_machines(self.blocks)
+        homes = block_machines(self.blocks) if len(set(machines)) > 1 else []
         if not any(homes):
-            return [None] * len(block_rows)
+            return contiguous_plan(block_rows, len(machines))
         return plan_epoch(block_rows, homes, machines)
 
     def cancel(self):
