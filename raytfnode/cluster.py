@@ -806,9 +806,10 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
       :runtime_env: Ray runtime environment of the node actors (``working_dir``, ``py_modules``,
         ``pip``, ``env_vars``): how ``map_fun``'s own modules reach machines that do not have them,
         the role ``--py-files`` had for TensorFlowOnSpark.
-      :data_locality: on a cluster of several machines, feed each stored block (a Ray Dataset's) to
-        nodes on the block's machine as far as the per-epoch balance allows; ``False`` splits every
-        block across all nodes.
+      :data_locality: plan each epoch of stored blocks (a Ray Dataset's): on a cluster of several
+        machines a block's rows go to nodes on the block's machine as far as the per-epoch balance
+        allows, on one machine each node reads whole blocks in a contiguous stretch; ``False`` splits
+        every block across all nodes.
       :max_failures: cluster restarts allowed when a node fails during ``train()``/``inference()``:
         ``0`` fails fast, ``N`` restarts up to N times, ``-1`` without limit (Ray Train's meaning).
         A restart stops every node, starts a new set (new ports and ``TF_CONFIG``) and runs
