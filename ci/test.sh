@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
 source ci/env.sh
-exec .venv/bin/python -m pytest tests -p no:cacheprovider -ra "$@"
+exec .venv/bin/python -m pytest tests -p no:cacheprovider -ra --durations=15 "$@"
