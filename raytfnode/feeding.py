@@ -189,18 +189,7 @@ def _put_epoch_chunks(target, epoch, partition, chunks, coordinator, queues, sta
                 stats["skipped"] += current.num_rows
             else:
                 _settle(calls, call_slots, target.node_names, outcomes, 0)
-                start = 0
-                for slot, count in enumerate(counts):
-                    if not count:
-                        continue
-                    piece = current.slice(start, start + count)
-                    start += count
-                    key = chunk_key + (slot,)
-                    box, nbytes = _boxed(piece)
-                    calls.append(queues[slot].put_chunk.remote(target.qname, key, box, count, nbytes, None,
-                                                               False, target.feed_timeout))
-                    call_slots.append((slot, count))
-                    keys[slot].append(key)
+                _put_split(target, queues, chunk_key, current, counts, calls, call_slots, keys)
         pending = ahead
     _settle(calls, call_slots, target.node_names, outcomes, 0)
     return keys
@@ -241,20 +230,26 @@ def feed_stored_epoch(target, epoch, pieces, partitions, cancelled=None):
         if cancelled is not None and cancelled.is_set():
             _discard(calls)
             raise FeedError("{}: the feed was cancelled".format(where))
-        start = 0
-        for slot, count in enumerate(counts):
-            if not count:
-                continue
-            key = chunk_key + (slot,)
-            box, nbytes = _boxed(piece.slice(start, start + count))
-            start += count
-            calls.append(queues[slot].put_chunk.remote(target.qname, key, box, count, nbytes, None, False,
-                                                       target.feed_timeout))
-            call_slots.append((slot, count))
-            keys[slot].append(key)
+        _put_split(target, queues, chunk_key, piece, counts, calls, call_slots, keys)
     _settle(calls, call_slots, target.node_names, outcomes, 0)
     _wait_consumed(target, queues, keys, where, stats)
     return stats
+
+
+def _put_split(target, queues, chunk_key, chunk, counts, calls, call_slots, keys):
+    """Puts ``chunk`` split as the coordinator said (``counts`` rows per slot), one call per slot that
+    gets rows, without waiting; records each call, its ``(slot, rows)`` and its key per slot."""
+    start = 0
+    for slot, count in enumerate(counts):
+        if not count:
+            continue
+        key = chunk_key + (slot,)
+        box, nbytes = _boxed(chunk.slice(start, start + count))
+        start += count
+        calls.append(queues[slot].put_chunk.remote(target.qname, key, box, count, nbytes, None, False,
+                                                   target.feed_timeout))
+        call_slots.append((slot, count))
+        keys[slot].append(key)
 
 
 def _wait_consumed(target, queues, keys, where, stats):
