@@ -926,12 +926,12 @@ def _launch(cluster):
     cluster._outcomes = {}
     cluster._joins = {}
     cluster._probed = False
-    check_feasible(requests, [roles_lib.node_name(*r) for r in cluster.roles])
-    grouped = [request for request, (job, _) in zip(requests, cluster.roles)
-               if not (config["driver_ps_nodes"] and job == "ps")]   # driver_ps_nodes: ps outside the group
-    check_placement_feasible(grouped, config["placement_strategy"])
     started = time.monotonic()
-    try:
+    try:   # a restart's check can fail too: what the failed attempt left (its directory) is released then
+        check_feasible(requests, [roles_lib.node_name(*r) for r in cluster.roles])
+        grouped = [request for request, (job, _) in zip(requests, cluster.roles)
+                   if not (config["driver_ps_nodes"] and job == "ps")]   # driver_ps_nodes: ps outside the group
+        check_placement_feasible(grouped, config["placement_strategy"])
         _start_actors(cluster, requests, config["placement_strategy"], config["driver_ps_nodes"],
                       config["queue_max_bytes"], config["runtime_env"], config["reservation_timeout"],
                       config["log_level"])
