@@ -210,6 +210,9 @@ def saveAsTFRecords(df, output_dir):
         import pyarrow as pa
         from pyspark import TaskContext
 
+        from .zipcache import reuse_unchanged_archive_directories
+        reuse_unchanged_archive_directories()
+
         def records():
             for batch in batches:
                 columns = [column.to_pylist() for column in batch.columns]
@@ -279,6 +282,8 @@ def loadTFRecords(sc, input_dir, binary_features=[], schema=None):
     def read_partition(batches):
         import pyarrow as pa
 
+        from .zipcache import reuse_unchanged_archive_directories
+        reuse_unchanged_archive_directories()
         for batch in batches:
             for uri in batch.column(0).to_pylist():
                 rows = []

@@ -13,6 +13,7 @@ import pickle
 
 from ..errors import BadInputError
 from ..feeding import feed_inference_partition, feed_train_partition
+from ..zipcache import reuse_unchanged_archive_directories
 
 
 class _SparkJob:
@@ -40,21 +41,6 @@ def _task_context():
     return TaskContext.get()
 
 
-def _trim_zip_importers():
-    """Drops the import-cache entries for directories inside zip archives (e.g. ``spark-core.jar/google``).
-
-    Spark puts its spark-core jar on the Python workers' path and calls ``importlib.invalidate_caches()``
-    before every task, which re-reads the jar's whole directory once per cached zip importer. Importing
-    Ray adds one (for the ``google`` namespace package) to the one Spark has (``org``): 40-50 ms per task
-    on a 2-core machine. These entries are a cache that Python rebuilds when it needs them again.
-    """
-    import sys
-    import zipimport
-    for path, finder in list(sys.path_importer_cache.items()):
-        if isinstance(finder, zipimport.zipimporter) and finder.prefix:
-            sys.path_importer_cache.pop(path, None)
-
-
 class SparkRDDSource:
     """An RDD of rows: tuples, lists, numpy arrays or scalars."""
 
@@ -66,9 +52,8 @@ class SparkRDDSource:
 
     def train_job(self, target, epoch):
         def feed(index, rows):
-            stats = feed_train_partition(target, epoch, index, rows=rows)
-            _trim_zip_importers()
-            yield stats
+            reuse_unchanged_archive_directories()
+            yield feed_train_partition(target, epoch, index, rows=rows)
 
         group = "raytfnode-{}-{}".format(target.feed_id, epoch)
         return _SparkJob(self.rdd.context, group, "raytfnode train epoch {}".format(epoch),
@@ -80,9 +65,9 @@ class SparkRDDSource:
 
     def _inference_rdd(self, target):
         def infer(index, rows):
+            reuse_unchanged_archive_directories()
             run_id = "stage-{}".format(_task_context().stageId())
             yield from feed_inference_partition(target, index, rows=rows, run_id=run_id)
-            _trim_zip_importers()
 
         return self.rdd.mapPartitionsWithIndex(infer, preservesPartitioning=True)
 
@@ -151,10 +136,10 @@ class SparkDataFrameSource:
     def train_job(self, target, epoch):
         def feed(batches):
             import pyarrow as pa
+            reuse_unchanged_archive_directories()
             index = _task_context().partitionId()
             where = "partition {}".format(index)
             stats = feed_train_partition(target, epoch, index, chunks=_arrow_chunks(batches, where, target))
-            _trim_zip_importers()
             yield pa.RecordBatch.from_pylist([stats])
 
         def action():
@@ -170,6 +155,7 @@ class SparkDataFrameSource:
     def _inference_rdd(self, target):
         def infer(batches):
             import pyarrow as pa
+            reuse_unchanged_archive_directories()
             context = _task_context()
             index = context.partitionId()
             where = "partition {}".format(index)
@@ -178,7 +164,6 @@ class SparkDataFrameSource:
             while True:
                 block = list(itertools.islice(results, 65536))
                 if not block:
-                    _trim_zip_importers()
                     return
                 yield pa.RecordBatch.from_pylist([{"results": pickle.dumps(block, protocol=5)}])
 

@@ -581,8 +581,10 @@ def stream_inference(df, target, output_schema, keep_columns):
         from pyspark import TaskContext
 
         from ..feeding import feed_inference_partition
-        from .spark import _arrow_chunks, _trim_zip_importers
+        from ..zipcache import reuse_unchanged_archive_directories
+        from .spark import _arrow_chunks
 
+        reuse_unchanged_archive_directories()
         context = TaskContext.get()
         index = context.partitionId()
         kept = []
@@ -612,7 +614,6 @@ def stream_inference(df, target, output_schema, keep_columns):
             if keep_columns and kept_table is None:
                 kept_table = pa.Table.from_batches(kept)
             yield from _result_batches(block, offset, kept_table, arrow_results, arrow_out, names)
-        _trim_zip_importers()
 
     return df.mapInArrow(infer, out_schema)
 

@@ -114,6 +114,8 @@ def with_outputs(batch, outputs, plan):
 
 def answer_batches(batches, plan, where):
     """The ``mapInArrow`` function body: every input batch with its predictions appended, in order."""
+    from ..zipcache import reuse_unchanged_archive_directories
+    reuse_unchanged_archive_directories()
     if plan.actors is not None:
         from .actors import answer_on_actors
         yield from answer_on_actors(batches, plan, where)
