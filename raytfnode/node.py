@@ -70,7 +70,7 @@ class _TFNode:
         self.started_at = None
         self.tensorboard = None
         self.import_tensorflow = False
-        self.import_seconds = None      # seconds the warm-up import of TensorFlow took, once it ran
+        self.import_seconds = None      # seconds the import of TensorFlow took (import_tensorflow), once done
 
     def reserve(self, import_tensorflow=True):
         """Reserves a port (held open until ``release_port``).
@@ -130,7 +130,7 @@ class _TFNode:
 
     def _run(self, map_fun, tf_args, ctx):
         try:
-            if self.import_tensorflow and "tensorflow" not in sys.modules:
+            if self.import_tensorflow:
                 started = time.monotonic()
                 import tensorflow  # noqa: F401  (before map_fun, on the thread that runs it: never two importers)
                 self.import_seconds = time.monotonic() - started
