@@ -15,7 +15,7 @@ SIZES = {
                  peer_epochs=3, inference_rows=60000),
     "tiny": dict(mnist_rows=3000, tiny_rows=40000, partitions=4, train_epochs=2, train_batch=128,
                  startup_repeats=1, memory_queue_bytes=1 << 20, memory_sleep=0.05, scaling_nodes=(1, 2),
-                 scaling_rows=(3000, 30000), scaling_partitions=(4, 40), repeat=1,
+                 scaling_rows=(3000, 30000), scaling_partitions=(4, 16), repeat=1,
                  peer_epochs=2, inference_rows=3000),
 }
 
