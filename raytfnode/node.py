@@ -69,25 +69,26 @@ class _TFNode:
         self.outcome = None             # None while running; ("ok",) or ("error", message, traceback)
         self.started_at = None
         self.tensorboard = None
-        self.import_tensorflow = False
-        self.import_seconds = None      # seconds the import of TensorFlow took (import_tensorflow), once done
+        self.import_seconds = None      # seconds the warm-up import of TensorFlow took (import_tensorflow)
 
     def reserve(self, import_tensorflow=True):
-        """Reserves a port (held open until ``release_port``).
+        """Reserves a port (held open until ``release_port``) and warms TensorFlow up.
 
-        With ``import_tensorflow`` the node imports TensorFlow on its ``map_fun`` thread right before
-        ``map_fun`` runs: ``run()`` returns without waiting for it, so the driver starts feeding while the
-        nodes import (TensorFlowOnSpark's nodes import it inside ``map_fun`` the same way).
+        ``run()`` waits for this import, so a feed starts only once the nodes can read it: a short
+        ``feed_timeout`` then measures reading, not TensorFlow's start-up.
 
         Returns a dict with the node's ``host``, ``port``, ``gpu_ids``, Ray ``node_id``,
-        ``pid`` and assigned ``resources``.
+        ``pid``, assigned ``resources`` and the seconds spent importing TensorFlow.
         """
         host = ray.util.get_node_ip_address()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("", 0))
         self.socket = sock
-        self.import_tensorflow = import_tensorflow
+        if import_tensorflow:
+            started = time.monotonic()
+            import tensorflow  # noqa: F401  (warm-up: map_fun's import is then free)
+            self.import_seconds = time.monotonic() - started
         context = ray.get_runtime_context()
         return {
             "host": host,
@@ -96,6 +97,7 @@ class _TFNode:
             "node_id": context.get_node_id(),
             "pid": os.getpid(),
             "resources": context.get_assigned_resources(),
+            "import_seconds": self.import_seconds or 0.0,
         }
 
     def start(self, payload, spec, context_fields, release_port=True):
@@ -130,10 +132,6 @@ class _TFNode:
 
     def _run(self, map_fun, tf_args, ctx):
         try:
-            if self.import_tensorflow:
-                started = time.monotonic()
-                import tensorflow  # noqa: F401  (before map_fun, on the thread that runs it: never two importers)
-                self.import_seconds = time.monotonic() - started
             map_fun(tf_args, ctx)
         except BaseException as exc:  # noqa: BLE001  (everything must reach the driver)
             remote_traceback = traceback.format_exc()
