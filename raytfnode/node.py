@@ -69,13 +69,9 @@ class _TFNode:
         self.outcome = None             # None while running; ("ok",) or ("error", message, traceback)
         self.started_at = None
         self.tensorboard = None
-        self.import_seconds = None      # seconds the warm-up import of TensorFlow took (import_tensorflow)
 
     def reserve(self, import_tensorflow=True):
         """Reserves a port (held open until ``release_port``) and warms TensorFlow up.
-
-        ``run()`` waits for this import, so a feed starts only once the nodes can read it: a short
-        ``feed_timeout`` then measures reading, not TensorFlow's start-up.
 
         Returns a dict with the node's ``host``, ``port``, ``gpu_ids``, Ray ``node_id``,
         ``pid``, assigned ``resources`` and the seconds spent importing TensorFlow.
@@ -85,10 +81,11 @@ class _TFNode:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("", 0))
         self.socket = sock
-        if import_tensorflow:
+        import_seconds = 0.0
+        if import_tensorflow and "tensorflow" not in sys.modules:
             started = time.monotonic()
             import tensorflow  # noqa: F401  (warm-up: map_fun's import is then free)
-            self.import_seconds = time.monotonic() - started
+            import_seconds = time.monotonic() - started
         context = ray.get_runtime_context()
         return {
             "host": host,
@@ -97,7 +94,7 @@ class _TFNode:
             "node_id": context.get_node_id(),
             "pid": os.getpid(),
             "resources": context.get_assigned_resources(),
-            "import_seconds": self.import_seconds or 0.0,
+            "import_seconds": import_seconds,
         }
 
     def start(self, payload, spec, context_fields, release_port=True):
@@ -158,8 +155,7 @@ class _TFNode:
 
     def status(self):
         return {"name": self.name, "running": self.thread is not None and not self.finished.is_set(),
-                "outcome": self.outcome, "import_seconds": self.import_seconds,
-                "env_tf_config": json.loads(os.environ.get("TF_CONFIG", "null")),
+                "outcome": self.outcome, "env_tf_config": json.loads(os.environ.get("TF_CONFIG", "null")),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
     def start_tensorboard(self, log_dir, host="127.0.0.1"):
