@@ -80,14 +80,24 @@ def training_table(results):
     t = results.get("training")
     if not t:
         return []
+    rounds = t.get("rounds", 1)
     lines = ["Training: tf_keras {} under MultiWorkerMirroredStrategy on 2 nodes, {:,} rows, global batch {}, "
-             "{} epochs (timed {}).".format(t["model"], t["rows"], t["global_batch"], t["epochs"], t["timed_epochs"]),
-             "", "| input | steps/s | steps/epoch | x in-memory |", "| --- | ---: | ---: | ---: |"]
+             "{} epochs (timed {}){}.".format(
+                 t["model"], t["rows"], t["global_batch"], t["epochs"], t["timed_epochs"],
+                 "; {} rounds, each running every input once in turn: medians, a ratio is the median of the "
+                 "rounds' ratios".format(rounds) if rounds > 1 else ""),
+             "", "| input | steps/s | steps/epoch | x in-memory |" + (" each round |" if rounds > 1 else ""),
+             "| --- | ---: | ---: | ---: |" + (" --- |" if rounds > 1 else "")]
     for mode, r in t["runs"].items():
         name = "in-memory `tf.data`" if mode == "in_memory" else "fed from " + SOURCE_NAMES.get(
             mode.split(":", 1)[1], mode)
-        lines.append("| {} | {} | {} | {} |".format(name, num(r["steps_per_s"], 1), r["steps_per_epoch"],
-                                                    ratio(t["ratios"].get(mode, 1.0))))
+        line = "| {} | {} | {} | {} |".format(name, num(r["steps_per_s"], 1), r["steps_per_epoch"],
+                                             ratio(t["ratios"].get(mode, 1.0)))
+        if rounds > 1:   # the in-memory row: its rates; a fed row: its ratio within each round
+            each = t["rounds_ratios"][mode] if mode != "in_memory" else None
+            line += " {} |".format(", ".join(ratio(x) for x in each) if each else ", ".join(
+                num(x, 1) + " steps/s" for x in r["rounds_steps_per_s"]))
+        lines.append(line)
     return lines
 
 
