@@ -482,24 +482,6 @@ def test_stalled_consumer_raises_feed_timeout(spark, clusters):
         cluster.shutdown(timeout=3)
 
 
-@LOCAL
-def test_feed_timeout_counts_from_map_fun_not_from_the_tensorflow_import(spark, clusters):
-    """run() returns before the nodes import TensorFlow (seconds each); a feed started at once with a
-    feed_timeout shorter than that import must wait for map_fun, not time out on a node still importing."""
-    def read_all(args, ctx):
-        feed = ctx.get_data_feed()
-        while not feed.should_stop():
-            feed.next_batch(100)
-
-    cluster = clusters(read_all, sc=spark, import_tensorflow=True)
-    report = cluster.train(spark.sparkContext.parallelize(range(2000), 4), num_epochs=1, feed_timeout=1)
-    assert report["consumed"] == 2000, report
-    imports = [status["import_seconds"] for status in cluster.node_status()]
-    assert all(seconds is not None for seconds in imports), imports
-    print("TensorFlow imports in the nodes: {} s".format(imports))
-    cluster.shutdown(timeout=60)
-
-
 # ------------------------------------------------ 5. DataFeed.terminate() mid-epoch on one worker
 
 
