@@ -9,14 +9,17 @@ node, so a failed or dead node is reported within a second or two with its
 role, index and remote traceback, and nothing of the cluster is left behind.
 """
 import concurrent.futures
+import gc
 import logging
 import os
 import time
 import uuid
+import weakref
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray._raylet import PlacementGroupID
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from . import logs
@@ -42,6 +45,7 @@ logger = logging.getLogger(__name__)
 WATCH_SECONDS = 0.25
 PROBE_SECONDS = 3.0
 DEFAULT_EPOCHS = 10
+COLLECT_AFTER_SECONDS = 1.0   # a reservation not ready by then runs the cycle collector once (see _reserve)
 CONTROL_QUEUES = ("output", "error")
 
 
@@ -86,6 +90,7 @@ class TFCluster:
         self._stray_refs = []      # refs given up on (dead nodes): read before release, so Ray prints nothing
         self._recovering = None    # the restart record waiting for the new nodes to consume
         self._progress = None      # run(progress=...): None follows RAYTFNODE_PROGRESS
+        self._finalizer = None     # releases the cluster's actors if it is dropped without shutdown()
 
     # ------------------------------------------------------------ helpers
 
@@ -680,6 +685,8 @@ class TFCluster:
         """
         if final:
             self._stopped = True
+            if self._finalizer is not None:
+                self._finalizer.detach()
         if self.tensorboard_node is not None:
             try:
                 ray.get(self.tensorboard_node.stop_tensorboard.remote(), timeout=5)
@@ -860,8 +867,41 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         "log_level": log_level,
         "context_fields": _context_fields(cluster, working_dir, tensorboard, log_dir, checkpoint_dir),
     }
+    _release_dropped_clusters()
     _launch(cluster)
+    # A cluster dropped without shutdown() would keep its nodes' resources while the driver lives: its
+    # actors hold handles to one another, so Ray never counts them unreferenced.
+    cluster._finalizer = weakref.finalize(cluster, _dropped_clusters.append, (cluster.namespace, cluster.cluster_id))
+    cluster._finalizer.atexit = False
     return cluster
+
+
+_dropped_clusters = []   # (namespace, cluster id) of clusters garbage-collected without shutdown()
+
+
+def _release_dropped_clusters():
+    """Stops the actors and placement groups of clusters the program dropped without ``shutdown()``.
+
+    Their finalizers only note them (a finalizer runs wherever the collector
+    runs, not a place for Ray calls); ``run()`` releases them, before it
+    reserves and again when its reservation waits.
+    """
+    while _dropped_clusters:
+        namespace, cluster_id = _dropped_clusters.pop()
+        logger.warning("TF cluster %s was dropped without shutdown(): stopping its nodes", cluster_id)
+        try:
+            for actor in ray.util.list_named_actors(all_namespaces=True):
+                if actor.get("namespace") == namespace:
+                    try:
+                        ray.kill(ray.get_actor(actor["name"], namespace=namespace), no_restart=True)
+                    except ValueError:   # gone meanwhile
+                        pass
+            prefix = "raytfnode-{}".format(cluster_id)
+            for group_id, group in ray.util.placement_group_table().items():
+                if (group.get("name") or "").startswith(prefix) and group.get("state") != "REMOVED":
+                    remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(group_id))))
+        except Exception:  # noqa: BLE001  (what cannot be released now stays until the driver exits)
+            logger.exception("could not release the dropped TF cluster %s", cluster_id)
 
 
 def _checked_run_args(map_fun, input_mode, num_executors, num_ps, master_node, eval_node, log_level, queues):
@@ -1059,7 +1099,14 @@ def _node_strategies(cluster, requests, placement_strategy, driver_ps_nodes, res
 
 def _reserve(cluster, requests, reservation_timeout, import_tensorflow):
     refs = [node.reserve.remote(import_tensorflow) for node in cluster.nodes]
-    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=reservation_timeout)
+    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=min(COLLECT_AFTER_SECONDS, reservation_timeout))
+    if pending and reservation_timeout > COLLECT_AFTER_SECONDS:
+        # A cluster the program dropped without shutdown() holds its resources until its handles go; one
+        # caught in a reference cycle goes only when the cycle collector runs, and waiting here allocates
+        # nothing that would make it run.
+        gc.collect()
+        _release_dropped_clusters()
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=reservation_timeout - COLLECT_AFTER_SECONDS)
     if pending:
         waiting = [roles_lib.node_name(*cluster.roles[refs.index(ref)]) for ref in pending]
         raise ReservationTimeoutError(

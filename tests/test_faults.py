@@ -257,6 +257,38 @@ def test_map_fun_raises_during_inference(spark, clusters):
         cluster.shutdown(timeout=30)
 
 
+@LOCAL
+def test_a_dropped_cluster_whose_inference_failed_does_not_hold_its_cpus(spark, ray_cluster):
+    """A program (TensorFlowOnSpark's own tests do this) catches a failed action and drops the cluster
+    without shutdown(): the next run() must get the CPUs the dropped nodes held.
+
+    A raised error's traceback holds the frames it passed through, and they hold the cluster: once the
+    program lets go of the error, the cluster lives on in reference cycles. The cycle collector is off
+    here, so only raytfnode itself can free it.
+    """
+    import gc
+
+    every_cpu = ray.available_resources()["CPU"] / 2   # the two nodes take every free CPU
+    gc.disable()
+    try:
+        cluster = TFCluster.run(spark, failing_map_fun("during", train_mode=False, batch_size=16), None, 2, 0,
+                                input_mode=TFCluster.InputMode.SPARK, import_tensorflow=False,
+                                num_cpus=every_cpu, reservation_timeout=120, chunk_bytes=2048)
+        results = cluster.inference(spark.sparkContext.parallelize(range(20000), 4), feed_timeout=600)
+        with pytest.raises(NodeError) as info:
+            results.collect()
+        assert info.value.node == "worker:1"
+        del cluster, results, info
+        started = time.monotonic()
+        following = TFCluster.run(spark, lambda args, ctx: None, None, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                                  import_tensorflow=False, num_cpus=every_cpu, reservation_timeout=60)
+        assert time.monotonic() - started < FAR_BELOW
+        following.shutdown(timeout=60)
+    finally:
+        gc.enable()
+    assert_no_leftovers()
+
+
 def echo_reader(batch_size=16):
     """An inference map_fun that answers every row with its double until the feed ends."""
     def map_fun(args, ctx):

@@ -50,14 +50,21 @@ class InferenceResults(PipelinedRDD):
     def adopt(cls, rdd, cluster, target, build):
         """Turns ``rdd`` (made by ``build(target)``) into an :class:`InferenceResults` of ``cluster``."""
         rdd.__class__ = cls
-        rdd._raytfnode_feed = {"cluster": cluster, "target": target, "build": build, "rdd": rdd,
+        # "rdd": None stands for the results RDD itself. Holding it here would make a reference cycle,
+        # and a dropped result (with its cluster's actor handles) would live until the cycle collector ran.
+        rdd._raytfnode_feed = {"cluster": cluster, "target": target, "build": build, "rdd": None,
                                "failed": set()}
         return rdd
+
+    def _fed_rdd(self):
+        """The RDD an action runs on: this one, or the one a re-feed built (:func:`_feed_to`)."""
+        rdd = self._raytfnode_feed["rdd"]
+        return self if rdd is None else rdd
 
     def _run_watched(self, action, args, kwargs):
         feed = self._raytfnode_feed
         if getattr(_in_action, "active", False):
-            return action(feed["rdd"], *args, **kwargs)
+            return action(self._fed_rdd(), *args, **kwargs)
         cluster = feed["cluster"]
         cluster._check_running()
         if feed["target"].feed_id in feed["failed"]:
@@ -68,7 +75,7 @@ class InferenceResults(PipelinedRDD):
         def step(target):
             if target is not feed["target"] and not feed["target"].directory_name:
                 _feed_to(feed, target)   # a restart: the new nodes have new queue actors
-            rdd = feed["rdd"]
+            rdd = self._fed_rdd()
             target = feed["target"]      # a target that follows restarts stays (and so do cached partitions)
 
             def run():
@@ -84,10 +91,11 @@ class InferenceResults(PipelinedRDD):
 
         # With restarts allowed, the results of partitions that complete are kept while the action runs:
         # after a restart Spark then runs only the partitions that had no result, on the new nodes.
-        keep = cluster._policy.max_failures != 0 and feed["target"].directory_name and not feed["rdd"].is_cached
+        keep = cluster._policy.max_failures != 0 and feed["target"].directory_name and not self._fed_rdd().is_cached
         if keep:
             from pyspark import StorageLevel
-            feed["rdd"].persist(StorageLevel.MEMORY_AND_DISK)
+            kept = self._fed_rdd()
+            kept.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             return cluster._with_restarts(feed["target"], step)
         except BaseException:
@@ -95,7 +103,7 @@ class InferenceResults(PipelinedRDD):
             raise
         finally:
             if keep:
-                feed["rdd"].unpersist(blocking=False)
+                kept.unpersist(blocking=False)
 
 
 def _feed_to(feed, target):
