@@ -9,6 +9,7 @@ node, so a failed or dead node is reported within a second or two with its
 role, index and remote traceback, and nothing of the cluster is left behind.
 """
 import concurrent.futures
+import functools
 import gc
 import logging
 import os
@@ -31,7 +32,8 @@ from .errors import (BadInputError, ClusterStoppedError, FeedError, FeedTimeoutE
 from .feed_queue import END_EPOCH, END_FEED, NodeQueuesActor
 from .directory import DirectoryActor
 from .guard import GuardedHandle, new_secret, plain
-from .feeding import FeedTarget
+from .epoch_cache import node_budgets
+from .feeding import FeedTarget, feed_cached_epoch
 from .manager import manager_address
 from .node import TFNodeActor
 from .progress import FeedProgress
@@ -347,7 +349,7 @@ class TFCluster:
         return unwrap(exc)
 
     def train(self, dataRDD=None, num_epochs=0, feed_timeout=600, qname="input", *, data=None, progress=None,
-              **stream_options):
+              epoch_cache_bytes=None, **stream_options):
         """*For InputMode.SPARK only*. Feeds ``data`` to the TF nodes for training and waits until it was read.
 
         Every row of every epoch reaches exactly one fed node (chief/master/workers),
@@ -369,6 +371,13 @@ class TFCluster:
           :feed_timeout: seconds a producer waits on a node that reads nothing before failing.
           :qname: the queue to feed, ``'input'`` or another name given to ``run(queues=...)``.
           :progress: show the feed's progress (epoch, rows, rows/s, ETA); ``None`` takes ``run(progress=...)``.
+          :epoch_cache_bytes: with more than one epoch to feed, each node's queue keeps a copy of the rows it
+            was fed in the first epoch, up to this many bytes, and the later epochs are fed from those copies
+            (each epoch in a new chunk order, each node the same rows) instead of reading the source again.
+            ``None`` shares a quarter of the object store of the driver's machine (where the queue actors
+            run) among the fed nodes; ``0`` feeds every
+            epoch from the source. An epoch that does not fit is fed from the source every time. A Ray
+            Dataset is read every epoch. See :mod:`raytfnode.epoch_cache`.
           :stream_options: for a stream only: ``checkpoint_location``, ``trigger`` (a dict such as
             ``{'availableNow': True}``), ``query_name``, ``epoch_per_batch``.
 
@@ -377,7 +386,9 @@ class TFCluster:
           nodes read, over all attempts) and ``skipped`` rows (counted rows of fed epochs that no node read
           after ``DataFeed.terminate()``), ``epochs`` (distinct epochs fed to the end), ``skipped_epochs``
           (epochs not fed at all after ``terminate()``), ``seconds`` and ``restarts`` (one record per restart: ``attempt``, ``node``, ``error``, ``resume_epoch``,
-          ``recovery_seconds`` from the failure seen to the new nodes consuming, ``rows_refed``);
+          ``recovery_seconds`` from the failure seen to the new nodes consuming, ``rows_refed``),
+          ``cached_epochs`` (epochs fed from the epoch cache) and ``epoch_cache`` (why it was not used, or
+          ``None``);
           for a stream, its running :class:`raytfnode.bridges.streaming.StreamingFeed`.
         """
         data = _data_argument(dataRDD, data)
@@ -395,9 +406,12 @@ class TFCluster:
         if num_epochs == 0:
             logger.info("num_epochs=0: feeding the data %d times (TensorFlowOnSpark's default)", DEFAULT_EPOCHS)
             num_epochs = DEFAULT_EPOCHS
+        if epoch_cache_bytes is not None and (not isinstance(epoch_cache_bytes, int) or epoch_cache_bytes < 0):
+            raise BadInputError("epoch_cache_bytes must be None (automatic), 0 (off) or a number of bytes, got "
+                                "{!r}".format(epoch_cache_bytes))
         self._refuse_if_terminated(terminated)
         report = {"epochs": 0, "rows": 0, "consumed": 0, "skipped": 0, "skipped_epochs": 0, "partitions": 0,
-                  "seconds": 0.0, "restarts": []}
+                  "seconds": 0.0, "restarts": [], "cached_epochs": 0, "epoch_cache": None}
         epoch_rows = {}       # epoch -> rows fed in it (completed epochs)
         position = {"epoch": 0, "fed_at_epoch_start": 0}
         started = time.monotonic()
@@ -411,7 +425,7 @@ class TFCluster:
             try:
                 self._raise_node_error()
                 self._feed_epochs(source, qname, feed_timeout, epoch, num_epochs, report, epoch_rows, position,
-                                  progress)
+                                  progress, epoch_cache_bytes)
                 self._raise_node_error()
                 break
             except NodeError as error:
@@ -449,21 +463,36 @@ class TFCluster:
                             "to feed more data".format(terminated))
 
     def _feed_epochs(self, source, qname, feed_timeout, first_epoch, num_epochs, report, epoch_rows, position,
-                     show=None):
-        """Feeds epochs ``first_epoch..num_epochs-1`` to the current attempt's nodes."""
+                     show=None, epoch_cache_bytes=None):
+        """Feeds epochs ``first_epoch..num_epochs-1`` to the current attempt's nodes.
+
+        The first of them comes from ``source``; the others from the nodes' epoch
+        caches when every node kept all of its rows (:mod:`raytfnode.epoch_cache`),
+        else from ``source`` again.
+        """
         target = self._target(qname, feed_timeout)
         stats = self._fed_stats()   # before the producers start: the progress baseline and the restart bookkeeping
         display = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, "train",
                                num_epochs=num_epochs, enabled=self._progress if show is None else show,
                                baseline=stats)
+        caching = num_epochs - first_epoch > 1 and self._start_epoch_cache(target, first_epoch, epoch_cache_bytes,
+                                                                           report)
+        replay = False
         try:
             for epoch in range(first_epoch, num_epochs):
                 position["epoch"] = epoch
                 position["fed_at_epoch_start"] = sum(stat.get("fed_rows", 0) for stat in stats)
-                job = source.train_job(target, epoch)
+                if replay:
+                    job = functools.partial(_replayed_epoch, target, epoch)
+                else:
+                    job = source.train_job(target, epoch)
                 display.start_epoch(epoch)
                 stats = self._watch(job, target, "epoch {}/{}".format(epoch + 1, num_epochs), display)
                 self._check_recovered()   # an epoch shorter than one watch interval is seen here
+                if replay:
+                    report["cached_epochs"] += 1
+                elif caching:
+                    replay = caching = self._seal_epoch_cache(target, report)
                 rows = sum(part["rows"] for part in stats)
                 display.end_epoch(rows)
                 epoch_rows[epoch] = rows       # an epoch fed again after a restart counts once
@@ -488,8 +517,42 @@ class TFCluster:
             display.close()
             try:
                 self.coordinator.forget.remote(target.feed_id)
-            except Exception:  # noqa: BLE001  (a restart replaced the coordinator)
+                for eid in self._fed():
+                    self.queue_actors[eid].cache_drop.remote(qname, target.feed_id)
+            except Exception:  # noqa: BLE001  (a restart replaced the coordinator and the queues)
                 pass
+
+    def _start_epoch_cache(self, target, epoch, epoch_cache_bytes, report):
+        """Asks every fed node's queue to keep epoch ``epoch``; False when the cache is off (no budget)."""
+        fed = self._fed()
+        store_bytes = {node["NodeID"]: node.get("Resources", {}).get("object_store_memory", 0)
+                       for node in ray.nodes() if node.get("Alive")}
+        # the queue actors run on the driver's machine (see _start_actors): their copies are in its store
+        here = ray.get_runtime_context().get_node_id()
+        budgets = node_budgets([here] * len(fed), store_bytes, epoch_cache_bytes)
+        if not all(budgets):
+            report["epoch_cache"] = "off (epoch_cache_bytes=0)" if epoch_cache_bytes == 0 else \
+                "off: no object store size known for a node's machine"
+            return False
+        ray.get([self.queue_actors[eid].cache_epoch.remote(target.qname, target.feed_id, epoch, budget)
+                 for eid, budget in zip(fed, budgets)])
+        return True
+
+    def _seal_epoch_cache(self, target, report):
+        """After the first epoch: whether every fed node kept all of its rows (the later epochs replay them)."""
+        fed = self._fed()
+        seals = ray.get([self.queue_actors[eid].cache_seal.remote(target.qname, target.feed_id) for eid in fed])
+        missing = [(self._name(eid), seal["why_not"]) for eid, seal in zip(fed, seals) if not seal["complete"]]
+        if missing:
+            report["epoch_cache"] = "not used: {}".format("; ".join("{}: {}".format(*m) for m in missing))
+            logger.info("the later epochs are fed from the source again: %s", report["epoch_cache"])
+            for eid in fed:
+                self.queue_actors[eid].cache_drop.remote(target.qname, target.feed_id)
+            return False
+        logger.info("the later epochs are fed from the epoch cache: %s",
+                    ", ".join("{} {} rows in {:.1f} MiB".format(self._name(eid), seal["rows"], seal["bytes"] / 2 ** 20)
+                              for eid, seal in zip(fed, seals)))
+        return True
 
     # ---------------------------------------------------------- restarts
 
@@ -874,6 +937,11 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
     cluster._finalizer = weakref.finalize(cluster, _dropped_clusters.append, (cluster.namespace, cluster.cluster_id))
     cluster._finalizer.atexit = False
     return cluster
+
+
+def _replayed_epoch(target, epoch):
+    """The job of an epoch fed from the epoch cache: its stats, as a source's job returns them."""
+    return [feed_cached_epoch(target, epoch)]
 
 
 _dropped_clusters = []   # (namespace, cluster id) of clusters garbage-collected without shutdown()

@@ -38,7 +38,10 @@ import asyncio
 import collections
 import logging
 
+import ray
 from ray.exceptions import RayActorError
+
+from .epoch_cache import LaneCache, replay_order
 
 from .errors import FeedError, actor_death_message
 from .guard import guarded_actor
@@ -60,12 +63,13 @@ STATE_KEY = "state"         # the key/value store's key that holds the node's st
 class _Lane:
     """One named queue's parts: its entries, its byte bound and its readers' leases."""
 
-    __slots__ = ("queue", "bound", "leases")
+    __slots__ = ("queue", "bound", "leases", "cache")
 
     def __init__(self, max_bytes):
         self.queue = EntryQueue()
         self.bound = ByteBound(max_bytes)
         self.leases = Leases()
+        self.cache = None       # the epoch cache (raytfnode.epoch_cache.LaneCache) of the feed training now
 
 
 class _NodeQueues:
@@ -295,6 +299,8 @@ class _NodeQueues:
         lane.queue.put((CHUNK, key, ref_box, num_rows, tag, last, nbytes))
         lane.bound.charge(key, nbytes)
         self.ledger.queued(key, num_rows)
+        if before is None and lane.cache is not None and lane.cache.wants(feed_id, key):
+            self._keep(lane.cache, key, ref_box, num_rows, nbytes)
         self.signal.notify()
         return "queued" if before is None else "replaced"
 
@@ -313,6 +319,80 @@ class _NodeQueues:
             self.ledger.skipped(key, num_rows)
             return "skipped"
         return None
+
+    # ------------------------------------------------------------ epoch cache
+
+    def cache_epoch(self, name, feed_id, epoch, budget):
+        """Keeps a copy of the chunks of ``epoch`` of ``feed_id`` queued from now on, up to ``budget`` bytes.
+
+        The copies are this actor's own objects, so they outlive the producers
+        (Spark workers) that put the originals; :meth:`replay_epoch` feeds them
+        again. See :mod:`raytfnode.epoch_cache`.
+        """
+        self._lane(name).cache = LaneCache(feed_id, epoch, budget)
+
+    def _keep(self, cache, key, ref_box, num_rows, nbytes):
+        if len(ref_box) != 1 or not nbytes:
+            cache.give_up("rows already stored in the object store (a Ray Dataset's blocks) are fed from "
+                          "their source every epoch")
+        elif cache.begin_copy(key, nbytes):
+            asyncio.get_running_loop().create_task(self._copy(cache, key, ref_box[0], num_rows, nbytes))
+
+    async def _copy(self, cache, key, ref, num_rows, nbytes):
+        try:
+            value = await ref
+            own = ray.put(value)
+            del value
+        except Exception as exc:  # noqa: BLE001  (the producer died first: this epoch is not kept)
+            cache.copy_failed(key, "{}: {}".format(type(exc).__name__, str(exc).splitlines()[0] if str(exc) else ""))
+        else:
+            cache.add(key, [own], num_rows, nbytes)
+        self.signal.notify()
+
+    async def cache_seal(self, name, feed_id, timeout=60.0):
+        """Waits for the copies still running; returns ``{'complete', 'rows', 'bytes', 'chunks', 'why_not'}``."""
+        cache = self._lane(name).cache
+        if cache is None or cache.feed_id != feed_id:
+            return {"complete": False, "rows": 0, "bytes": 0, "chunks": 0, "why_not": "nothing was kept"}
+        if not await self.signal.wait_until(lambda: cache.copying == 0 or self.node.closed, timeout):
+            cache.give_up("copying the epoch's chunks took longer than {:.0f} s".format(timeout))
+        if not cache.chunks and cache.why_not is None:
+            cache.give_up("the epoch fed this node no rows")
+        return {"complete": cache.complete(), "rows": cache.rows, "bytes": cache.nbytes,
+                "chunks": len(cache.chunks), "why_not": cache.why_not}
+
+    def replay_epoch(self, name, feed_id, epoch):
+        """Queues the kept chunks again as epoch ``epoch`` of ``feed_id``, in a new order; returns their keys.
+
+        Kept chunks count no bytes against the queue's bound: they are in the
+        object store for the whole feed anyway. Once the node terminated its feed
+        they are skipped, as a producer's chunks would be.
+        """
+        self._raise_for_feed(feed_id)
+        lane = self._lane(name)
+        cache = lane.cache
+        if cache is None or cache.feed_id != feed_id or not cache.complete():
+            raise FeedError("node {} keeps no complete epoch of this feed to replay".format(self.node_name))
+        kept = list(cache.chunks.values())
+        keys = []
+        for index in replay_order(len(kept), feed_id, epoch):
+            box, rows, _ = kept[index]
+            key = (feed_id, epoch, "cached", index)
+            keys.append(key)
+            if self.node.terminated:
+                self.ledger.skipped(key, rows)
+                continue
+            lane.queue.put((CHUNK, key, box, rows, None, False, 0))
+            lane.bound.charge(key, 0)
+            self.ledger.queued(key, rows)
+        self.signal.notify()
+        return keys
+
+    def cache_drop(self, name, feed_id):
+        """Lets go of the kept chunks of ``feed_id`` (the feed ended)."""
+        lane = self._lane(name)
+        if lane.cache is not None and lane.cache.feed_id == feed_id:
+            lane.cache = None
 
     def put_marker(self, name, marker):
         """Queues an end-of-epoch or end-of-feed marker (never blocked by the byte bound)."""

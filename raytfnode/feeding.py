@@ -236,6 +236,24 @@ def feed_stored_epoch(target, epoch, pieces, partitions, cancelled=None):
     return stats
 
 
+def feed_cached_epoch(target, epoch):
+    """Feeds training epoch ``epoch`` from the nodes' epoch caches and waits until it was read.
+
+    Each fed node's queue queues again the rows it kept of the first epoch (see
+    :mod:`raytfnode.epoch_cache`); nothing is read from the source or copied.
+
+    Returns:
+      ``{'epoch', 'rows', 'consumed', 'skipped', 'partitions': 0, 'cached': True}``.
+    """
+    where = "epoch {} (fed from the epoch cache)".format(epoch)
+    _, queues = connect(target, where)
+    keys = ray.get([queue.replay_epoch.remote(target.qname, target.feed_id, epoch) for queue in queues])
+    stats = {"epoch": epoch, "rows": 0, "consumed": 0, "skipped": 0, "partitions": 0, "cached": True}
+    _wait_consumed(target, queues, keys, where, stats)
+    stats["rows"] = stats["consumed"] + stats["skipped"]
+    return stats
+
+
 def _put_split(target, queues, chunk_key, chunk, counts, calls, call_slots, keys):
     """Puts ``chunk`` split as the coordinator said (``counts`` rows per slot), one call per slot that
     gets rows, without waiting; records each call, its ``(slot, rows)`` and its key per slot."""

@@ -86,18 +86,25 @@ def training_table(results):
                  t["model"], t["rows"], t["global_batch"], t["epochs"], t["timed_epochs"],
                  "; {} rounds, each running every input once in turn: medians, a ratio is the median of the "
                  "rounds' ratios".format(rounds) if rounds > 1 else ""),
-             "", "| input | steps/s | steps/epoch | x in-memory |" + (" each round |" if rounds > 1 else ""),
-             "| --- | ---: | ---: | ---: |" + (" --- |" if rounds > 1 else "")]
+             "", "| input | steps/s | steps/epoch | x in-memory | x in-memory, every epoch timed |" + (
+                 " each round |" if rounds > 1 else ""),
+             "| --- | ---: | ---: | ---: | ---: |" + (" --- |" if rounds > 1 else "")]
+    every = t.get("ratios_all_epochs", {})
     for mode, r in t["runs"].items():
         name = "in-memory `tf.data`" if mode == "in_memory" else "fed from " + SOURCE_NAMES.get(
             mode.split(":", 1)[1], mode)
-        line = "| {} | {} | {} | {} |".format(name, num(r["steps_per_s"], 1), r["steps_per_epoch"],
-                                             ratio(t["ratios"].get(mode, 1.0)))
+        line = "| {} | {} | {} | {} | {} |".format(name, num(r["steps_per_s"], 1), r["steps_per_epoch"],
+                                                  ratio(t["ratios"].get(mode, 1.0)),
+                                                  ratio(every.get(mode, 1.0)) if every else "-")
         if rounds > 1:   # the in-memory row: its rates; a fed row: its ratio within each round
             each = t["rounds_ratios"][mode] if mode != "in_memory" else None
             line += " {} |".format(", ".join(ratio(x) for x in each) if each else ", ".join(
                 num(x, 1) + " steps/s" for x in r["rounds_steps_per_s"]))
         lines.append(line)
+    cached = ["{} {} of {}".format(SOURCE_NAMES.get(mode.split(":", 1)[1], mode), r["cached_epochs"], t["epochs"])
+              for mode, r in t["runs"].items() if mode != "in_memory" and "cached_epochs" in r]
+    if cached:
+        lines += ["", "Epochs fed from the epoch cache (the rest from the source): {}.".format(", ".join(cached))]
     return lines
 
 

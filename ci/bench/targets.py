@@ -45,10 +45,13 @@ def evaluate(results, chunk_bytes):
                                                           "met": len(faster) == len(cases)}
     training = results.get("training")
     if training and training.get("ratios"):
-        for mode, ratio in training["ratios"].items():
+        # every epoch timed when the run has it: the first epoch is the one a fed run reads from its source
+        every = "ratios_all_epochs" in training
+        for mode, ratio in training.get("ratios_all_epochs", training["ratios"]).items():
             if mode.split(":", 1)[1] in ("rdd", "dataframe"):
                 targets["training_" + mode.replace(":", "_") + "_vs_in_memory"] = {
-                    "goal": ">= {:.2f} over {} epochs".format(TRAINING_GOAL, training["epochs"]),
+                    "goal": ">= {:.2f} over {} epochs{}".format(TRAINING_GOAL, training["epochs"],
+                                                                 ", every epoch timed" if every else ""),
                     "value": ratio, "met": ratio >= TRAINING_GOAL}
     memory = results.get("memory")
     if memory:
