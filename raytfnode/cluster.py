@@ -866,7 +866,8 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         reader took until it has read them.
       :chunk_bytes: target size of a chunk (16 MiB; every chunk costs a few actor calls).
       :working_dir: working directory of the nodes for relative paths (default: the driver's).
-      :import_tensorflow: import TensorFlow in every node while they start.
+      :import_tensorflow: import TensorFlow in every node before ``map_fun`` runs (``run()`` does not wait
+        for it: the feed starts meanwhile).
       :env_vars: extra environment variables for the node processes.
       :log_level: ``'quiet'`` (default) keeps TensorFlow's and Ray's start-up chatter out of the console,
         ``'verbose'`` shows everything; ``None`` follows ``RAYTFNODE_LOG_LEVEL`` / ``RAYTFNODE_VERBOSE``

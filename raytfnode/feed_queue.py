@@ -113,6 +113,15 @@ class _NodeQueues:
         self.node.raise_if_closed_for_reader()
         return self.node_name
 
+    def node_importing(self):
+        """The node imports TensorFlow before its ``map_fun``: ``feed_timeout`` does not count meanwhile."""
+        self.node.importing()
+
+    def node_reading(self):
+        """The node's ``map_fun`` started: ``feed_timeout`` counts from now."""
+        self.node.reading()
+        self.signal.notify()
+
     def node_finished(self):
         """The node's ``map_fun`` returned normally: producers stop waiting on it."""
         self.node.finish()
@@ -283,7 +292,7 @@ class _NodeQueues:
         self.node.raise_if_stopped(num_rows)
         room = await self.signal.wait_until(
             lambda: lane.bound.has_room(nbytes) or self._feed_over(feed_id) or self.node.terminated
-            or self.ledger.state(key) != before, timeout)
+            or self.ledger.state(key) != before, timeout, idle_since=self.node.idle_since)
         self._raise_for_feed(feed_id)
         if not room:
             raise self.feeds.timed_out(feed_id,
@@ -572,7 +581,7 @@ class _NodeQueues:
         feed_id = keys[0][0]
         settled = await self.signal.wait_until(
             lambda: self.ledger.settled(keys) or self._feed_over(feed_id), timeout or None,
-            idle_since=lambda: self.ledger.last_progress)
+            idle_since=lambda: self.node.idle_since(self.ledger.last_progress))
         if not settled:
             raise self.feeds.timed_out(feed_id,
                 "node {} consumed nothing for {:.0f} s (feed_timeout) with {} rows of this partition still "
@@ -603,7 +612,7 @@ class _NodeQueues:
         feed_id = tag[0]
         ready = await self.signal.wait_until(
             lambda: self.results.count(tag) >= num_chunks or self._feed_over(feed_id) or self.node.terminated,
-            timeout or None, idle_since=lambda: self.ledger.last_progress)
+            timeout or None, idle_since=lambda: self.node.idle_since(self.ledger.last_progress))
         if not ready:
             raise self.feeds.timed_out(feed_id,
                 "node {} returned no inference results for {:.0f} s (feed_timeout); {} of {} chunks of "

@@ -69,23 +69,25 @@ class _TFNode:
         self.outcome = None             # None while running; ("ok",) or ("error", message, traceback)
         self.started_at = None
         self.tensorboard = None
+        self.import_tensorflow = False
+        self.import_seconds = None      # seconds the import of TensorFlow took (import_tensorflow), once done
 
     def reserve(self, import_tensorflow=True):
-        """Reserves a port (held open until ``release_port``) and warms TensorFlow up.
+        """Reserves a port (held open until ``release_port``).
+
+        With ``import_tensorflow`` the node imports TensorFlow on its ``map_fun`` thread right before
+        ``map_fun`` runs: ``run()`` returns without waiting for it, so the driver starts feeding while the
+        nodes import (TensorFlowOnSpark's nodes import it inside ``map_fun`` the same way).
 
         Returns a dict with the node's ``host``, ``port``, ``gpu_ids``, Ray ``node_id``,
-        ``pid``, assigned ``resources`` and the seconds spent importing TensorFlow.
+        ``pid`` and assigned ``resources``.
         """
         host = ray.util.get_node_ip_address()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("", 0))
         self.socket = sock
-        import_seconds = 0.0
-        if import_tensorflow and "tensorflow" not in sys.modules:
-            started = time.monotonic()
-            import tensorflow  # noqa: F401  (warm-up: map_fun's import is then free)
-            import_seconds = time.monotonic() - started
+        self.import_tensorflow = import_tensorflow
         context = ray.get_runtime_context()
         return {
             "host": host,
@@ -94,7 +96,6 @@ class _TFNode:
             "node_id": context.get_node_id(),
             "pid": os.getpid(),
             "resources": context.get_assigned_resources(),
-            "import_seconds": import_seconds,
         }
 
     def start(self, payload, spec, context_fields, release_port=True):
@@ -121,6 +122,8 @@ class _TFNode:
             ctx.release_port()
         if isinstance(tf_args, list):
             sys.argv = tf_args
+        if self.import_tensorflow:   # producers' feed_timeout waits for map_fun, not for the import
+            ray.get(self.queues.node_importing.remote())
         self.started_at = time.time()
         self.thread = threading.Thread(target=self._run, args=(map_fun, tf_args, ctx), daemon=True,
                                        name="map_fun-" + self.name)
@@ -129,6 +132,11 @@ class _TFNode:
 
     def _run(self, map_fun, tf_args, ctx):
         try:
+            if self.import_tensorflow:
+                started = time.monotonic()
+                import tensorflow  # noqa: F401  (before map_fun, on the thread that runs it: never two importers)
+                self.import_seconds = time.monotonic() - started
+                ray.get(self.queues.node_reading.remote(), timeout=60)
             map_fun(tf_args, ctx)
         except BaseException as exc:  # noqa: BLE001  (everything must reach the driver)
             remote_traceback = traceback.format_exc()
@@ -155,7 +163,8 @@ class _TFNode:
 
     def status(self):
         return {"name": self.name, "running": self.thread is not None and not self.finished.is_set(),
-                "outcome": self.outcome, "env_tf_config": json.loads(os.environ.get("TF_CONFIG", "null")),
+                "outcome": self.outcome, "import_seconds": self.import_seconds,
+                "env_tf_config": json.loads(os.environ.get("TF_CONFIG", "null")),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
     def start_tensorboard(self, log_dir, host="127.0.0.1"):

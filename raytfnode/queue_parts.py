@@ -371,6 +371,8 @@ class NodeState:
       :closed: the cluster was shut down.
       :terminated: ``DataFeed.terminate()`` was called: later chunks are skipped.
       :finished: the node's ``map_fun`` returned.
+      :clock_from: ``time.monotonic()`` from which a producer's ``feed_timeout`` counts, or ``None``
+        while the node imports TensorFlow before ``map_fun`` (it cannot read yet: no clock runs).
     """
 
     def __init__(self, node_name):
@@ -380,6 +382,22 @@ class NodeState:
         self.closed = False
         self.terminated = False
         self.finished = False
+        self.clock_from = time.monotonic()
+
+    def importing(self):
+        """The node imports TensorFlow before ``map_fun``: feed timeouts wait for :meth:`reading`."""
+        self.clock_from = None
+
+    def reading(self):
+        """``map_fun`` runs: feed timeouts count from now."""
+        self.clock_from = time.monotonic()
+
+    def idle_since(self, last_progress=float("-inf")):
+        """The time a feed timeout counts from: ``now`` while the node imports, else the later of
+        ``map_fun``'s start and ``last_progress``."""
+        if self.clock_from is None:
+            return time.monotonic()
+        return max(self.clock_from, last_progress)
 
     @property
     def over(self):

@@ -514,6 +514,24 @@ def test_stalled_consumer_raises_feed_timeout(spark, clusters):
         cluster.shutdown(timeout=3)
 
 
+@LOCAL
+def test_feed_timeout_counts_from_map_fun_not_from_the_tensorflow_import(spark, clusters):
+    """run() returns before the nodes import TensorFlow (seconds each); a feed started at once with a
+    feed_timeout shorter than that import must wait for map_fun, not time out on a node still importing."""
+    def read_all(args, ctx):
+        feed = ctx.get_data_feed()
+        while not feed.should_stop():
+            feed.next_batch(100)
+
+    cluster = clusters(read_all, sc=spark, import_tensorflow=True)
+    report = cluster.train(spark.sparkContext.parallelize(range(2000), 4), num_epochs=1, feed_timeout=1)
+    assert report["consumed"] == 2000, report
+    imports = [status["import_seconds"] for status in cluster.node_status()]
+    assert all(seconds is not None for seconds in imports), imports
+    print("TensorFlow imports in the nodes: {} s".format(imports))
+    cluster.shutdown(timeout=60)
+
+
 # ------------------------------------------------ 5. DataFeed.terminate() mid-epoch on one worker
 
 
@@ -755,7 +773,7 @@ def test_load_six_workers_200_partitions(spark, clusters, tmp_path):
     cluster = clusters(record_rows(str(tmp_path), batch_size=256), num_executors=6, num_cpus=0.25, sc=spark)
     started = time.monotonic()
     report = cluster.train(spark.sparkContext.parallelize(range(n), partitions), num_epochs=epochs,
-                           feed_timeout=600)
+                           feed_timeout=600, epoch_cache_bytes=0)   # every epoch from Spark: 600 tasks
     print("load: {} partitions x {} epochs in {:.1f} s".format(partitions, epochs, time.monotonic() - started))
     cluster.shutdown(timeout=120)
     assert report["partitions"] == partitions * epochs and report["epochs"] == epochs, report

@@ -66,6 +66,7 @@ def _train_once(bench, data, mode, epochs, batch):
         train_fun, tf_args, num_cpus=1, import_tensorflow=True,
         input_mode=TFCluster.InputMode.SPARK if fed else TFCluster.InputMode.TENSORFLOW)
     run_seconds = time.perf_counter() - started
+    imports = None       # each node's TensorFlow import, in seconds (it runs after run() returned)
     try:
         before = bench.cpu.snapshot()
         report = {}
@@ -74,11 +75,12 @@ def _train_once(bench, data, mode, epochs, batch):
             assert report["consumed"] == data.rows * epochs, report
         results = wait_kv(cluster, "train_result", 600)
         cpu = bench.cpu.delta(before)
+        imports = [status["import_seconds"] for status in cluster.node_status()]
     finally:
         stop = time.perf_counter()
         cluster.shutdown(timeout=120)
         startup_samples.append({"run_seconds": run_seconds, "shutdown_seconds": time.perf_counter() - stop,
-                                "tf_import_seconds": [i.get("import_seconds", 0.0) for i in cluster.cluster_info],
+                                "tf_import_seconds": imports,
                                 "map_fun": "train_fun (finished before shutdown)"})
     first_step = min(r["first_step_at"] for r in results) - started_wall
     results = [r["epochs"] for r in results]
