@@ -213,8 +213,8 @@ def main(argv=None):
             cluster.shutdown()
         phase("export")
         train_seconds = report["seconds"]
-        print("trained: {} epochs, {} rows fed, {:.1f} s; SavedModel in {}".format(
-            report["epochs"], report["rows"], train_seconds, args.export_dir), flush=True)
+        print("trained: {} epochs ({} from the epoch cache), {} rows fed, {:.1f} s; SavedModel in {}".format(
+            report["epochs"], report["cached_epochs"], report["rows"], train_seconds, args.export_dir), flush=True)
 
         # ---- inference: a second cluster loads the SavedModel and answers Spark's partitions
         cluster = TFCluster.run(spark, inference_fun, args, num_executors=2, num_ps=0,
