@@ -38,7 +38,7 @@ from .manager import manager_address
 from .node import TFNodeActor
 from .progress import FeedProgress
 from .resources import (check_driver_node_fits, check_feasible, check_placement_feasible, describe_request,
-                        node_request)
+                        node_request, placement_waves)
 from .restart import Failure, RestartPolicy
 from .shipping import upload_local_code
 
@@ -1041,10 +1041,10 @@ def _launch(cluster):
         grouped = [request for request, (job, _) in zip(requests, cluster.roles)
                    if not (config["driver_ps_nodes"] and job == "ps")]   # driver_ps_nodes: ps outside the group
         check_placement_feasible(grouped, config["placement_strategy"])
-        _start_actors(cluster, requests, config["placement_strategy"], config["driver_ps_nodes"],
-                      config["queue_max_bytes"], config["runtime_env"], config["reservation_timeout"],
-                      config["log_level"])
-        infos = _reserve(cluster, requests, config["reservation_timeout"], config["import_tensorflow"])
+        waited = _start_actors(cluster, requests, config["placement_strategy"], config["driver_ps_nodes"],
+                               config["queue_max_bytes"], config["runtime_env"], config["reservation_timeout"],
+                               config["log_level"])
+        infos = _reserve(cluster, requests, config["reservation_timeout"], config["import_tensorflow"], waited)
         cluster.cluster_info = [dict(info, job_name=job, task_index=index, authkey=cluster._secret,
                                      addr=manager_address(cluster.namespace, cluster._queue_actor_name(eid)))
                                 for eid, (info, (job, index)) in enumerate(zip(infos, cluster.roles))]
@@ -1122,16 +1122,27 @@ def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_
         for eid in range(len(cluster.roles))
     ]
     strategies = _node_strategies(cluster, requests, placement_strategy, driver_ps_nodes, reservation_timeout)
-    cluster.nodes = []
-    for eid, ((job_name, task_index), request) in enumerate(zip(cluster.roles, requests)):
-        options = dict(request.actor_options(), name="{}-node-{}".format(cluster._actor_prefix(), eid),
+
+    def start_node(eid):
+        job_name, task_index = cluster.roles[eid]
+        options = dict(requests[eid].actor_options(), name="{}-node-{}".format(cluster._actor_prefix(), eid),
                        namespace=cluster.namespace)
         if runtime_env:
             options["runtime_env"] = runtime_env
         if strategies[eid] is not None:
             options["scheduling_strategy"] = strategies[eid]
-        cluster.nodes.append(TFNodeActor.options(**options).remote(
-            job_name, task_index, eid, cluster.queue_actors[eid], log_level))
+        return TFNodeActor.options(**options).remote(job_name, task_index, eid, cluster.queue_actors[eid], log_level)
+
+    nodes = {eid: start_node(eid) for eid in range(len(requests)) if strategies[eid] is not None}
+    free = [eid for eid in range(len(requests)) if strategies[eid] is None]   # placed by Ray's own scheduler
+    waves = [[free[i] for i in wave] for wave in placement_waves([requests[eid] for eid in free])] if free else []
+    started = time.monotonic()
+    for number, wave in enumerate(waves):
+        nodes.update((eid, start_node(eid)) for eid in wave)
+        if number + 1 < len(waves):   # pinned nodes first: a node free to go anywhere must not take their machine
+            _wait_placed([nodes[eid].__ray_ready__.remote() for eid in wave], reservation_timeout)
+    cluster.nodes = [nodes[eid] for eid in range(len(requests))]
+    return time.monotonic() - started
 
 
 def _node_strategies(cluster, requests, placement_strategy, driver_ps_nodes, reservation_timeout):
@@ -1166,16 +1177,23 @@ def _node_strategies(cluster, requests, placement_strategy, driver_ps_nodes, res
     return strategies
 
 
-def _reserve(cluster, requests, reservation_timeout, import_tensorflow):
-    refs = [node.reserve.remote(import_tensorflow) for node in cluster.nodes]
-    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=min(COLLECT_AFTER_SECONDS, reservation_timeout))
-    if pending and reservation_timeout > COLLECT_AFTER_SECONDS:
+def _wait_placed(refs, timeout):
+    """Waits up to ``timeout`` s for ``refs`` of node calls that run once Ray placed the node; the pending ones."""
+    _, pending = ray.wait(refs, num_returns=len(refs), timeout=min(COLLECT_AFTER_SECONDS, timeout))
+    if pending and timeout > COLLECT_AFTER_SECONDS:
         # A cluster the program dropped without shutdown() holds its resources until its handles go; one
         # caught in a reference cycle goes only when the cycle collector runs, and waiting here allocates
         # nothing that would make it run.
         gc.collect()
         _release_dropped_clusters()
-        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=reservation_timeout - COLLECT_AFTER_SECONDS)
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout - COLLECT_AFTER_SECONDS)
+    return pending
+
+
+def _reserve(cluster, requests, reservation_timeout, import_tensorflow, waited=0.0):
+    """Waits for every node to be placed and reserve its port, ``reservation_timeout`` in all (``waited`` spent)."""
+    refs = [node.reserve.remote(import_tensorflow) for node in cluster.nodes]
+    pending = _wait_placed(refs, max(reservation_timeout - waited, 0.1))
     if pending:
         waiting = [roles_lib.node_name(*cluster.roles[refs.index(ref)]) for ref in pending]
         raise ReservationTimeoutError(

@@ -59,6 +59,23 @@ def node_request(job_name, num_cpus=1, num_gpus=0, memory=None, resources=None, 
                        tuple(sorted((values["resources"] or {}).items())))
 
 
+def placement_waves(requests):
+    """The indices of ``requests`` in the order Ray should place them: ``[narrow, rest]``, or ``[all]``.
+
+    Ray places actors created together in no fixed order, so a node that may go
+    anywhere can take the machine whose resources a role was pinned to (for
+    example ``role_resources={'chief': {'machine-2': 1}}``), and the pinned node
+    then waits for ever. The narrow wave holds the requests that ask for a custom
+    resource some other request does not ask for; it is placed before the rest.
+    """
+    keys = [set(dict(request.resources)) for request in requests]
+    shared = set.intersection(*keys) if keys else set()
+    narrow = [index for index, own in enumerate(keys) if own - shared]
+    if not narrow or len(narrow) == len(requests):
+        return [list(range(len(requests)))]
+    return [narrow, [index for index in range(len(requests)) if index not in narrow]]
+
+
 def describe_request(request):
     return ", ".join("{}={:g}".format(k, v) for k, v in sorted(request.amounts().items())) or "nothing"
 

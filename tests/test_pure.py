@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from raytfnode import TFNode, chunks, coordinator, paths, roles, stored
+from raytfnode.resources import node_request, placement_waves
 from raytfnode.errors import BadInputError
 
 # --------------------------------------------------------------------- roles
@@ -89,6 +90,20 @@ def test_feedable_nodes_are_chief_master_and_workers_only():
     node_roles = roles.node_roles(roles.cluster_template(6, 2, master_node="chief", eval_node=True))
     assert roles.feedable(node_roles) == [2, 4, 5]
     assert roles.node_name("worker", 1) == "worker:1"
+
+
+def test_nodes_pinned_by_a_resource_of_their_own_are_placed_before_the_nodes_free_to_go_anywhere():
+    pins = {"ps": {"num_gpus": 0, "resources": {"tf": 1, "machine-3": 1}},
+            "chief": {"resources": {"tf": 1, "machine-2": 1}}}
+    jobs = ["ps", "chief", "worker", "worker", "worker"]
+    requests = [node_request(job, num_gpus=1, resources={"tf": 1}, role_resources=pins) for job in jobs]
+    assert placement_waves(requests) == [[0, 1], [2, 3, 4]]
+    # one wave when every node asks alike, when every node is pinned, and when there are no custom resources
+    assert placement_waves([node_request(job, resources={"tf": 1}) for job in jobs]) == [[0, 1, 2, 3, 4]]
+    assert placement_waves([node_request("worker", resources={"machine-{}".format(i): 1}) for i in range(3)]) == [
+        [0, 1, 2]]
+    assert placement_waves([node_request(job) for job in jobs]) == [[0, 1, 2, 3, 4]]
+    assert placement_waves([]) == [[]]
 
 
 # --------------------------------------------------------------------- paths
