@@ -326,6 +326,10 @@ def feed_inference_partition(target, partition, rows=None, chunks=None, run_id="
         seq += 1
         key = tag + (seq,)
         box, nbytes = _boxed(current)
+        if following is None:
+            # the last chunk ends the node's batch, so it must be queued after every other: puts that wait
+            # for room may be admitted in any order (a small last chunk fits first), so let them land
+            _settle(calls, call_slots, target.node_names, outcomes, 0)
         calls.append(queue.put_chunk.remote(target.qname, key, box, current.num_rows, nbytes, tag,
                                             following is None, target.feed_timeout))
         call_slots.append((slot, current.num_rows))
