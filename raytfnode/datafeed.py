@@ -22,6 +22,7 @@ from .chunks import concat_chunks
 from .errors import BadInputError, ClusterStoppedError, FeedError
 from .feed_queue import CHUNK, END_EPOCH, END_FEED, ITEM
 from .guard import plain
+from .result_blocks import join_results
 from .stored import chunk_of
 
 logger = logging.getLogger(__name__)
@@ -492,7 +493,7 @@ class DataFeed:
             offset += count
             if answer[2] == entry[3]:
                 del self._answers[entry[1]]
-                values = _join_results(answer[1])
+                values = join_results(answer[1])
                 tag = entry[4]
                 self._reader.tell("put_results", entry[1], tag, entry[1][-1], values, entry[3])
         self._last_pieces = None
@@ -520,14 +521,3 @@ class DataFeed:
             dropped += ray.get(self._actor.skip.remote(self.qname_in, keys))
         logger.info("dropped %d queued rows", dropped)
         self.done_feeding = True
-
-
-def _join_results(parts):
-    if len(parts) == 1:
-        part = parts[0]
-        return part if isinstance(part, list) else list(part)
-    joined = []
-    for part in parts:
-        joined.extend(part)
-    return joined
-

@@ -308,6 +308,17 @@ def feed_inference_partition(target, partition, rows=None, chunks=None, run_id="
     node processes at the same time never mix. ``run_id`` separates two
     evaluations of the same lazy result (for Spark: the stage id).
     """
+    for block in feed_inference_blocks(target, partition, rows, chunks, run_id):
+        yield from block
+
+
+def feed_inference_blocks(target, partition, rows=None, chunks=None, run_id=""):
+    """:func:`feed_inference_partition`, yielding the results of each chunk as one block.
+
+    A block is an array when ``map_fun`` returned arrays of one shape and dtype
+    (see :mod:`raytfnode.result_blocks`), a list otherwise; iterating the blocks
+    in order gives the partition's results in input order.
+    """
     where = "partition {}".format(partition)
     coordinator, queues = connect(target, where)
     if chunks is None:
@@ -343,11 +354,10 @@ def feed_inference_partition(target, partition, rows=None, chunks=None, run_id="
     if skipped:
         raise FeedError("{}: node {} terminated its feed before inference; {} rows got no result".format(
             where, target.node_names[slot], sum(skipped)))
-    answered = 0
-    for values in ray.get(queue.take_results.remote(tag, seq + 1, target.feed_timeout)):
-        answered += len(values)
-        yield from values
+    blocks = ray.get(queue.take_results.remote(tag, seq + 1, target.feed_timeout))
+    answered = sum(len(block) for block in blocks)
     if answered != total:
         raise FeedError("{}: node {} returned {} results for {} input rows".format(
             where, target.node_names[slot], answered, total))
+    yield from blocks
 

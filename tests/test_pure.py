@@ -10,6 +10,7 @@ import pytest
 
 from raytfnode import TFNode, chunks, coordinator, paths, roles, stored
 from raytfnode.resources import node_request, placement_waves
+from raytfnode.result_blocks import join_results, slices
 from raytfnode.errors import BadInputError
 
 # --------------------------------------------------------------------- roles
@@ -104,6 +105,22 @@ def test_nodes_pinned_by_a_resource_of_their_own_are_placed_before_the_nodes_fre
         [0, 1, 2]]
     assert placement_waves([node_request(job) for job in jobs]) == [[0, 1, 2, 3, 4]]
     assert placement_waves([]) == [[]]
+
+
+def test_inference_results_alike_arrays_join_into_one_array_and_anything_else_into_a_list():
+    rows = [np.arange(3, dtype=np.float32) + i for i in range(5)]
+    block = join_results([np.stack(rows[:2]), rows[2:4], [rows[4]]])   # an array part and lists of row arrays
+    assert isinstance(block, np.ndarray) and block.shape == (5, 3) and block.dtype == np.float32
+    assert [r.tolist() for r in block] == [r.tolist() for r in rows]
+    assert [len(piece) for piece in slices(block, 2)] == [2, 2, 1]
+    # kept as lists, in order: other objects, 0-d arrays, rows of two shapes or dtypes, object arrays
+    assert join_results([["a", "b"], ["c"]]) == ["a", "b", "c"]
+    for parts in ([[np.float32(1.0), np.float32(2.0)]], [[np.zeros(2), np.zeros(3)]],
+                  [[np.zeros(2)], [np.zeros(2, dtype=np.int64)]], [np.array([{"a": 1}, None])],
+                  [[np.array(1.0), np.array(2.0)]]):
+        joined = join_results(parts)
+        assert isinstance(joined, list) and len(joined) == sum(len(p) for p in parts), parts
+    assert join_results([]) == []
 
 
 # --------------------------------------------------------------------- paths

@@ -8,6 +8,7 @@ Spark local mode and on RayDP.
 """
 import sys
 
+import numpy as np
 import pyspark
 import pytest
 import ray.cloudpickle
@@ -220,6 +221,33 @@ def test_dataframe_array_column_with_input_mapping_gives_2d_float32_features_and
     assert sum(n["label_sum"] for n in nodes.values()) == num_epochs * sum(i % 3 for i in range(num_rows))
     expected_features = num_epochs * sum(i % 7 + 0.5 - 2.0 for i in range(num_rows))
     assert sum(n["feature_sum"] for n in nodes.values()) == pytest.approx(expected_features)
+
+
+def _array_answers(args, ctx):
+    """Answers each batch with arrays: one array of the batch (even batches) or a list of per-row arrays."""
+    feed = ctx.get_data_feed(train_mode=False, input_mapping={"features": "x", "label": "y"})
+    batches = 0
+    while not feed.should_stop():
+        x = feed.next_batch(7)["x"]
+        if len(x):
+            answers = np.stack([x.sum(axis=1), x[:, 0]], axis=1).astype(np.float64)   # (rows, 2)
+            feed.batch_results(answers if batches % 2 == 0 else list(answers))
+            batches += 1
+
+
+def test_dataframe_inference_answered_with_arrays_gives_each_row_its_own_array_in_input_order(spark, no_leftovers):
+    data = [([float(i), 1.0, 2.0], i % 3) for i in range(300)]
+    df = spark.createDataFrame(spark.sparkContext.parallelize(data, 4), "features array<float>, label int")
+    cluster = _run(spark, _array_answers, None)
+    try:
+        parts = cluster.inference(df).glom().collect()
+    finally:
+        cluster.shutdown()
+    rows = [row for part in parts for row in part]
+    assert len(parts) == 4 and len(rows) == 300
+    for i, row in enumerate(rows):   # results move as blocks, yet come back one array per input row
+        assert isinstance(row, np.ndarray) and row.dtype == np.float64 and row.shape == (2,), (i, row)
+        assert row.tolist() == [i + 3.0, float(i)], (i, row)
 
 
 # ------------------------------------ 6. a retried feeding task, no duplicates

@@ -8,11 +8,11 @@ know nothing of TensorFlow.
 A DataFrame is read as Arrow record batches: numeric columns become numpy
 arrays and array columns 2-D (N-D) arrays without a Python object per row.
 """
-import itertools
 import pickle
 
+from .. import result_blocks
 from ..errors import BadInputError
-from ..feeding import feed_inference_partition, feed_train_partition
+from ..feeding import feed_inference_blocks, feed_inference_partition, feed_train_partition
 from ..zipcache import reuse_unchanged_archive_directories
 
 
@@ -112,6 +112,7 @@ def _arrow_chunks(batches, where, target):
         yield concat_chunks(pending)
 
 
+_RESULTS_PER_RECORD = 65536   # results pickled into one Arrow record of the inference DataFrame
 _STATS_SCHEMA = "partition long, epoch long, rows long, consumed long, skipped long"
 
 
@@ -159,13 +160,11 @@ class SparkDataFrameSource:
             context = _task_context()
             index = context.partitionId()
             where = "partition {}".format(index)
-            results = feed_inference_partition(target, index, chunks=_arrow_chunks(batches, where, target),
-                                               run_id="stage-{}".format(context.stageId()))
-            while True:
-                block = list(itertools.islice(results, 65536))
-                if not block:
-                    return
-                yield pa.RecordBatch.from_pylist([{"results": pickle.dumps(block, protocol=5)}])
+            blocks = feed_inference_blocks(target, index, chunks=_arrow_chunks(batches, where, target),
+                                           run_id="stage-{}".format(context.stageId()))
+            for block in blocks:   # an array block pickles as one buffer, not row by row
+                for piece in result_blocks.slices(block, _RESULTS_PER_RECORD):
+                    yield pa.RecordBatch.from_pylist([{"results": pickle.dumps(piece, protocol=5)}])
 
         pickled = self.df.mapInArrow(infer, "results binary").rdd
         return pickled.flatMap(lambda row: pickle.loads(row.results), preservesPartitioning=True)
