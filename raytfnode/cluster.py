@@ -33,6 +33,7 @@ from .feed_queue import END_EPOCH, END_FEED, NodeQueuesActor
 from .directory import DirectoryActor
 from .guard import GuardedHandle, new_secret, plain
 from .epoch_cache import node_budgets
+from .feed_tasks import check_feed_tasks
 from .feeding import FeedTarget, feed_cached_epoch
 from .manager import manager_address
 from .node import TFNodeActor
@@ -349,7 +350,7 @@ class TFCluster:
         return unwrap(exc)
 
     def train(self, dataRDD=None, num_epochs=0, feed_timeout=600, qname="input", *, data=None, progress=None,
-              epoch_cache_bytes=None, **stream_options):
+              epoch_cache_bytes=None, feed_tasks=None, **stream_options):
         """*For InputMode.SPARK only*. Feeds ``data`` to the TF nodes for training and waits until it was read.
 
         Every row of every epoch reaches exactly one fed node (chief/master/workers),
@@ -378,6 +379,11 @@ class TFCluster:
             run) among the fed nodes; ``0`` feeds every
             epoch from the source. An epoch that does not fit is fed from the source every time. A Ray
             Dataset is read every epoch. See :mod:`raytfnode.epoch_cache`.
+          :feed_tasks: for a Spark RDD or DataFrame, how many Spark tasks feed an epoch. ``None`` feeds each
+            partition in its own task unless there are more than 4 partitions per Spark core; then 2 tasks per
+            core each read a run of consecutive partitions (a Spark task costs about 0.1 s before its first row,
+            which 400 small partitions pay 400 times). ``0`` feeds each partition in its own task; a positive
+            number caps the tasks. See :mod:`raytfnode.feed_tasks`.
           :stream_options: for a stream only: ``checkpoint_location``, ``trigger`` (a dict such as
             ``{'availableNow': True}``), ``query_name``, ``epoch_per_batch``.
 
@@ -387,8 +393,8 @@ class TFCluster:
           after ``DataFeed.terminate()``), ``epochs`` (distinct epochs fed to the end), ``skipped_epochs``
           (epochs not fed at all after ``terminate()``), ``seconds`` and ``restarts`` (one record per restart: ``attempt``, ``node``, ``error``, ``resume_epoch``,
           ``recovery_seconds`` from the failure seen to the new nodes consuming, ``rows_refed``),
-          ``cached_epochs`` (epochs fed from the epoch cache) and ``epoch_cache`` (why it was not used, or
-          ``None``);
+          ``cached_epochs`` (epochs fed from the epoch cache), ``epoch_cache`` (why it was not used, or
+          ``None``) and ``partitions`` (the source's partitions fed, summed over the epochs fed);
           for a stream, its running :class:`raytfnode.bridges.streaming.StreamingFeed`.
         """
         data = _data_argument(dataRDD, data)
@@ -397,6 +403,11 @@ class TFCluster:
             raise BadInputError("num_epochs must be an integer >= 0, got {!r}".format(num_epochs))
         from .bridges import source_for
         source = source_for(data, self.sc)
+        if check_feed_tasks(feed_tasks) is not None:
+            if not hasattr(source, "feed_tasks"):
+                raise BadInputError("feed_tasks applies to a static Spark RDD or DataFrame, not to a {}".format(
+                    type(data).__name__))
+            source.feed_tasks = feed_tasks
         input_mapping, terminated = self._before_feeding(qname)
         source.validate(input_mapping)
         if getattr(source, "streaming", False):

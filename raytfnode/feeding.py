@@ -133,7 +133,7 @@ def _settle(calls, slots, node_names, results, limit):
                 raise
 
 
-def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
+def feed_train_partition(target, epoch, partition, rows=None, chunks=None, where=None):
     """Feeds one partition of one training epoch and waits until its rows were consumed.
 
     Args:
@@ -143,11 +143,13 @@ def feed_train_partition(target, epoch, partition, rows=None, chunks=None):
       :partition: the partition index.
       :rows: an iterator of rows, or
       :chunks: an iterator of :class:`raytfnode.chunks.Chunk` or :class:`raytfnode.stored.StoredRows`.
+      :where: what errors call the partition (default ``'partition N'``); a task that reads several
+        source partitions names them.
 
     Returns:
       ``{'partition', 'epoch', 'rows', 'consumed', 'skipped'}``.
     """
-    where = "partition {}".format(partition)
+    where = where or "partition {}".format(partition)
     coordinator, queues = connect(target, where)
     if chunks is None:
         chunks = chunk_rows(rows, target.chunk_bytes, target.chunk_rows, where)

@@ -773,7 +773,8 @@ def test_load_six_workers_200_partitions(spark, clusters, tmp_path):
     cluster = clusters(record_rows(str(tmp_path), batch_size=256), num_executors=6, num_cpus=0.25, sc=spark)
     started = time.monotonic()
     report = cluster.train(spark.sparkContext.parallelize(range(n), partitions), num_epochs=epochs,
-                           feed_timeout=600, epoch_cache_bytes=0)   # every epoch from Spark: 600 tasks
+                           feed_timeout=600, epoch_cache_bytes=0,   # every epoch from Spark: 600 tasks,
+                           feed_tasks=0)                            # each partition in its own
     print("load: {} partitions x {} epochs in {:.1f} s".format(partitions, epochs, time.monotonic() - started))
     cluster.shutdown(timeout=120)
     assert report["partitions"] == partitions * epochs and report["epochs"] == epochs, report

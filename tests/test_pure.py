@@ -496,3 +496,31 @@ def test_coordinator_gives_a_retried_chunk_its_first_split_and_refuses_one_with_
         body.assign("feed1", 0, key, 9)
     assert "partition 3" in body.bad_input_of("feed1")    # the driver fails the feed at once
     assert body.epoch_totals("feed1", 0) == [5, 5]        # the refused chunk added nothing
+
+
+def test_feeding_tasks_coalesce_only_many_partitions_per_core_and_obey_the_option():
+    from raytfnode.feed_tasks import feeding_tasks
+    assert feeding_tasks(8, 2) == 8                  # 4 a core: each partition in its own task
+    assert feeding_tasks(9, 2) == 4                  # more: 2 tasks a core
+    assert feeding_tasks(400, 2) == 4 and feeding_tasks(400, 16) == 32
+    assert feeding_tasks(400, 0) == 2                # no core count known: as if one
+    assert feeding_tasks(400, 2, feed_tasks=0) == 400
+    assert feeding_tasks(400, 2, feed_tasks=16) == 16 and feeding_tasks(10, 2, feed_tasks=16) == 10
+    assert feeding_tasks(1, 2, feed_tasks=1) == 1 and feeding_tasks(0, 2) == 0
+
+
+def test_feed_tasks_option_rejects_what_is_not_a_count():
+    from raytfnode.errors import BadInputError
+    from raytfnode.feed_tasks import check_feed_tasks
+    assert check_feed_tasks(None) is None and check_feed_tasks(0) == 0 and check_feed_tasks(7) == 7
+    for wrong in (-1, 1.5, "4", True):
+        with pytest.raises(BadInputError, match="feed_tasks must be None"):
+            check_feed_tasks(wrong)
+
+
+def test_feeding_task_partitions_are_named_as_runs_or_lists():
+    from raytfnode.feed_tasks import describe_partitions
+    assert describe_partitions([7]) == "partition 7"
+    assert describe_partitions(range(8, 16)) == "partitions 8-15"
+    assert describe_partitions([0, 1, 5]) == "partitions 0, 1, 5"
+    assert describe_partitions([0, 1, 5, 9, 13, 17, 21, 25]) == "partitions 0, 1, 5, 9, 13, 17, ... (8 partitions)"

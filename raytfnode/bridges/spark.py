@@ -8,12 +8,16 @@ know nothing of TensorFlow.
 A DataFrame is read as Arrow record batches: numeric columns become numpy
 arrays and array columns 2-D (N-D) arrays without a Python object per row.
 """
+import logging
 import pickle
 
 from .. import result_blocks
 from ..errors import BadInputError
+from ..feed_tasks import describe_partitions, feeding_tasks
 from ..feeding import feed_inference_blocks, feed_inference_partition, feed_train_partition
 from ..zipcache import reuse_unchanged_archive_directories
+
+logger = logging.getLogger(__name__)
 
 
 class _SparkJob:
@@ -41,23 +45,80 @@ def _task_context():
     return TaskContext.get()
 
 
+def _training_plan(data, num_partitions, cores, feed_tasks, coalesce, jvm_partitions):
+    """What a training epoch feeds: ``(data, groups)``; ``groups[task]`` lists the source partitions a task reads.
+
+    ``groups`` is ``None`` when each partition is fed in its own task (see
+    :mod:`raytfnode.feed_tasks`). ``coalesce(n)`` coalesces ``data``;
+    ``jvm_partitions(coalesced)`` gives its JVM partitions, whose parents say
+    which source partitions each task reads.
+    """
+    tasks = feeding_tasks(num_partitions, cores, feed_tasks)
+    if tasks >= num_partitions:
+        return data, None
+    coalesced = coalesce(tasks)
+    try:
+        partitions = jvm_partitions(coalesced)
+        groups = []
+        for task in range(len(partitions)):
+            parents = partitions[task].parents()
+            groups.append([parents.apply(i).index() for i in range(parents.size())])
+    except Exception as exc:  # noqa: BLE001  (py4j: a plan whose partitions are not a plain coalesce)
+        logger.info("feeding each of the %d partitions in its own Spark task: the coalesced plan did not say "
+                    "which partitions each task reads (%s)", num_partitions, exc)
+        return data, None
+    if len(groups) != tasks or sorted(i for group in groups for i in group) != list(range(num_partitions)):
+        logger.info("feeding each of the %d partitions in its own Spark task: the coalesced plan's %d tasks "
+                    "do not read each partition once", num_partitions, len(groups))
+        return data, None
+    logger.info("feeding %d partitions through %d Spark tasks on %d Spark cores (each task reads a run of "
+                "partitions; train(feed_tasks=0) feeds each partition in its own task)", num_partitions, tasks, cores)
+    return coalesced, groups
+
+
+def _where(groups, task):
+    """The source partitions feeding task ``task`` reads, as errors name them."""
+    if groups is None:
+        return "partition {}".format(task)
+    return "feeding task {} of {}, which reads {} in that order (rows counted across them)".format(
+        task, len(groups), describe_partitions(groups[task]))
+
+
+def _counting_partitions(stats, groups):
+    """Per-task stats with the number of source partitions each task read (the report counts partitions)."""
+    if groups is not None:
+        for stat in stats:
+            stat["partitions"] = len(groups[stat["partition"]])
+    return stats
+
+
 class SparkRDDSource:
     """An RDD of rows: tuples, lists, numpy arrays or scalars."""
 
     def __init__(self, rdd):
         self.rdd = rdd
+        self.feed_tasks = None    # train(feed_tasks=...): see raytfnode.feed_tasks
+        self._plan = None
 
     def validate(self, input_mapping):
         return None
 
+    def _training(self):
+        if self._plan is None:
+            self._plan = _training_plan(self.rdd, self.rdd.getNumPartitions(), self.rdd.context.defaultParallelism,
+                                        self.feed_tasks, self.rdd.coalesce, lambda c: c._jrdd.rdd().partitions())
+        return self._plan
+
     def train_job(self, target, epoch):
+        rdd, groups = self._training()
+
         def feed(index, rows):
             reuse_unchanged_archive_directories()
-            yield feed_train_partition(target, epoch, index, rows=rows)
+            yield feed_train_partition(target, epoch, index, rows=rows, where=_where(groups, index))
 
         group = "raytfnode-{}-{}".format(target.feed_id, epoch)
         return _SparkJob(self.rdd.context, group, "raytfnode train epoch {}".format(epoch),
-                         lambda: self.rdd.mapPartitionsWithIndex(feed).collect())
+                         lambda: _counting_partitions(rdd.mapPartitionsWithIndex(feed).collect(), groups))
 
     def inference(self, target, cluster):
         from .spark_results import InferenceResults
@@ -121,6 +182,8 @@ class SparkDataFrameSource:
 
     def __init__(self, df):
         self.df = df
+        self.feed_tasks = None    # train(feed_tasks=...): see raytfnode.feed_tasks
+        self._plan = None
 
     def validate(self, input_mapping):
         if input_mapping:
@@ -134,17 +197,28 @@ class SparkDataFrameSource:
             raise BadInputError("cannot feed DataFrame columns of type map/struct: {}; select or flatten "
                                 "them first".format(unsupported))
 
+    def _training(self):
+        if self._plan is None:
+            self._plan = _training_plan(self.df, self.df.rdd.getNumPartitions(),
+                                        self.df.sparkSession.sparkContext.defaultParallelism, self.feed_tasks,
+                                        self.df.coalesce, lambda c: c._jdf.queryExecution().toRdd().partitions())
+        return self._plan
+
     def train_job(self, target, epoch):
+        df, groups = self._training()
+
         def feed(batches):
             import pyarrow as pa
             reuse_unchanged_archive_directories()
             index = _task_context().partitionId()
-            where = "partition {}".format(index)
-            stats = feed_train_partition(target, epoch, index, chunks=_arrow_chunks(batches, where, target))
+            where = _where(groups, index)
+            stats = feed_train_partition(target, epoch, index, chunks=_arrow_chunks(batches, where, target),
+                                         where=where)
             yield pa.RecordBatch.from_pylist([stats])
 
         def action():
-            return [row.asDict() for row in self.df.mapInArrow(feed, _STATS_SCHEMA).collect()]
+            return _counting_partitions([row.asDict() for row in df.mapInArrow(feed, _STATS_SCHEMA).collect()],
+                                        groups)
 
         group = "raytfnode-{}-{}".format(target.feed_id, epoch)
         return _SparkJob(self.df.sparkSession.sparkContext, group, "raytfnode train epoch {}".format(epoch), action)
