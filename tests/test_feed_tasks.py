@@ -133,3 +133,23 @@ def test_bad_row_in_a_coalesced_feed_names_the_task_and_its_partitions(spark, no
     assert "feeding task {} of {}, which reads partitions {}-{}".format(37 // size, tasks, first,
                                                                        first + size - 1) in text, text
     assert "(5,)" in text and "(4,)" in text, text
+
+
+@pytest.mark.parametrize("spark", ["local"], indirect=True)
+def test_thousands_of_partitions_are_counted_not_listed(spark, no_leftovers):
+    num_rows, parts = 5000, 2500           # beyond the partitions a plan lists one by one: counted per task
+    rows = list(range(num_rows))
+    cluster = TFCluster.run(spark, _read_all, None, 1, 0, input_mode=TFCluster.InputMode.SPARK,
+                            import_tensorflow=False)
+    try:
+        report = cluster.train(spark.sparkContext.parallelize(rows, parts), num_epochs=1, feed_timeout=120)
+        assert report["consumed"] == num_rows and report["partitions"] == parts, report
+        rows[4321] = "x"                   # a string among numbers
+        with pytest.raises(BadInputError) as info:
+            cluster.train(spark.sparkContext.parallelize(rows, parts), num_epochs=1, feed_timeout=120)
+    finally:
+        cluster.shutdown(timeout=60)
+    tasks = 2 * spark.sparkContext.defaultParallelism
+    text = str(info.value)
+    assert "feeding task {} of {}, which reads {} of the source's {} partitions".format(
+        4321 * tasks // num_rows, tasks, parts // tasks, parts) in text and "'x'" in text, text

@@ -45,29 +45,38 @@ def _task_context():
     return TaskContext.get()
 
 
+#: up to this many source partitions a feeding plan asks the JVM which partitions each task reads (one py4j
+#: call each, about 60 us); beyond, only how many (one call per task), and errors name the count
+_NAMED_PARENTS_UP_TO = 2000
+
+
 def _training_plan(data, num_partitions, cores, feed_tasks, coalesce, jvm_partitions):
-    """What a training epoch feeds: ``(data, groups)``; ``groups[task]`` lists the source partitions a task reads.
+    """What a training epoch feeds: ``(data, groups)``; ``groups[task]`` says which source partitions a task reads.
 
     ``groups`` is ``None`` when each partition is fed in its own task (see
-    :mod:`raytfnode.feed_tasks`). ``coalesce(n)`` coalesces ``data``;
-    ``jvm_partitions(coalesced)`` gives its JVM partitions, whose parents say
-    which source partitions each task reads.
+    :mod:`raytfnode.feed_tasks`); else ``groups[task]`` is the list of the
+    partitions' indices, or (beyond ``_NAMED_PARENTS_UP_TO`` partitions) their
+    number. ``coalesce(n)`` coalesces ``data``; ``jvm_partitions(coalesced)``
+    gives its JVM partitions, whose parents are the partitions each task reads.
     """
     tasks = feeding_tasks(num_partitions, cores, feed_tasks)
     if tasks >= num_partitions:
         return data, None
     coalesced = coalesce(tasks)
+    named = num_partitions <= _NAMED_PARENTS_UP_TO
     try:
         partitions = jvm_partitions(coalesced)
         groups = []
         for task in range(len(partitions)):
             parents = partitions[task].parents()
-            groups.append([parents.apply(i).index() for i in range(parents.size())])
+            groups.append([parents.apply(i).index() for i in range(parents.size())] if named else parents.size())
     except Exception as exc:  # noqa: BLE001  (py4j: a plan whose partitions are not a plain coalesce)
         logger.info("feeding each of the %d partitions in its own Spark task: the coalesced plan did not say "
                     "which partitions each task reads (%s)", num_partitions, exc)
         return data, None
-    if len(groups) != tasks or sorted(i for group in groups for i in group) != list(range(num_partitions)):
+    covered = (sorted(i for group in groups for i in group) == list(range(num_partitions)) if named
+               else sum(groups) == num_partitions)
+    if len(groups) != tasks or not covered:
         logger.info("feeding each of the %d partitions in its own Spark task: the coalesced plan's %d tasks "
                     "do not read each partition once", num_partitions, len(groups))
         return data, None
@@ -80,15 +89,20 @@ def _where(groups, task):
     """The source partitions feeding task ``task`` reads, as errors name them."""
     if groups is None:
         return "partition {}".format(task)
+    group = groups[task]
+    if isinstance(group, int):
+        return "feeding task {} of {}, which reads {} of the source's {} partitions (rows counted across them)".format(
+            task, len(groups), group, sum(groups))
     return "feeding task {} of {}, which reads {} in that order (rows counted across them)".format(
-        task, len(groups), describe_partitions(groups[task]))
+        task, len(groups), describe_partitions(group))
 
 
 def _counting_partitions(stats, groups):
     """Per-task stats with the number of source partitions each task read (the report counts partitions)."""
     if groups is not None:
         for stat in stats:
-            stat["partitions"] = len(groups[stat["partition"]])
+            group = groups[stat["partition"]]
+            stat["partitions"] = group if isinstance(group, int) else len(group)
     return stats
 
 
