@@ -381,7 +381,7 @@ class TFCluster:
             Dataset is read every epoch. See :mod:`raytfnode.epoch_cache`.
           :feed_tasks: for a Spark RDD or DataFrame, how many Spark tasks feed an epoch. ``None`` feeds each
             partition in its own task unless there are more than 4 partitions per Spark core; then 2 tasks per
-            core each read a run of consecutive partitions (a Spark task costs about 0.1 s before its first row,
+            core each read a run of partitions (a Spark task costs about 0.1 s before its first row,
             which 400 small partitions pay 400 times). ``0`` feeds each partition in its own task; a positive
             number caps the tasks. See :mod:`raytfnode.feed_tasks`.
           :stream_options: for a stream only: ``checkpoint_location``, ``trigger`` (a dict such as
@@ -405,8 +405,8 @@ class TFCluster:
         source = source_for(data, self.sc)
         if check_feed_tasks(feed_tasks) is not None:
             if not hasattr(source, "feed_tasks"):
-                raise BadInputError("feed_tasks applies to a static Spark RDD or DataFrame, not to a {}".format(
-                    type(data).__name__))
+                what = "a stream" if getattr(source, "streaming", False) else "a " + type(data).__name__
+                raise BadInputError("feed_tasks applies to a static Spark RDD or DataFrame, not to {}".format(what))
             source.feed_tasks = feed_tasks
         input_mapping, terminated = self._before_feeding(qname)
         source.validate(input_mapping)

@@ -6,8 +6,9 @@ Python worker, Arrow set-up), whatever is done with the rows: Spark's own
 cores, against 0.8 s in 4. A training feed does not need the source's
 partitioning (rows are spread over the nodes in chunks anyway), so a Spark
 source with many more partitions than Spark has cores is fed through fewer
-tasks, each reading a run of consecutive partitions (``coalesce``, without a
-shuffle). Inference keeps one task per partition: its results keep the input's
+tasks, each reading a run of partitions (``coalesce``, without a shuffle;
+consecutive ones unless Spark groups cached partitions by the executor that
+holds them). Inference keeps one task per partition: its results keep the input's
 partitioning.
 
 Chunk keys, exactly-once delivery and retries work per feeding task (a

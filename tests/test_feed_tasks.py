@@ -111,6 +111,9 @@ def test_feed_tasks_zero_feeds_each_partition_in_its_own_task_and_a_cap_caps(spa
                 cluster.train(data, num_epochs=1, feed_tasks=wrong)
         with pytest.raises(BadInputError, match="feed_tasks applies to a static Spark RDD or DataFrame"):
             cluster.train([[1, 2], [3]], num_epochs=1, feed_tasks=2)
+        with pytest.raises(BadInputError, match="feed_tasks applies to a static Spark RDD or DataFrame, not to a "
+                                                "stream"):
+            cluster.train(spark.readStream.format("rate").load(), feed_tasks=2)
     finally:
         cluster.shutdown(timeout=60)
 
