@@ -379,7 +379,7 @@ def dies_and_breaks_its_peer(out_dir):
         try:
             with open("/proc/{}/stat".format(pid)) as f:
                 return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):   # reaped before the open, or between open and read
             return True
 
     def map_fun(args, ctx):
