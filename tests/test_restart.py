@@ -314,8 +314,8 @@ def test_spark_fed_inference_action_restarts_after_a_killed_node_and_answers_eve
         assert killed and cluster.attempt == 1, (killed, cluster.attempt)
         assert len(cluster.failures) == 1 and cluster.failures[0].error.node == "worker:1"
         refed = sum(ray.get(queue.stats.remote())["fed_rows"] for queue in cluster.queue_actors)
-        assert 0 < refed < len(rows), refed     # only the partitions without a result ran again
-        assert not results.is_cached            # the results kept during the action were let go
+        assert refed == len(rows), refed        # the new nodes answered every partition: nothing of the
+        assert not results.is_cached            # cancelled job is reused (Spark can keep a partition cut short)
         again = results.count()           # a later action runs on the restarted cluster's nodes
     finally:
         cluster.shutdown()

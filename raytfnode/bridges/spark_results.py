@@ -12,13 +12,15 @@ cancels the Spark job within seconds and raises the node's
 :class:`raytfnode.errors.NodeError` (with Spark's exception as its ``__cause__``
 when Spark noticed first),
 and with ``TFCluster.run(..., max_failures=N)`` the cluster restarts and the
-action runs again on the new nodes: while it runs, the results of completed
-partitions are persisted (``MEMORY_AND_DISK``, unpersisted when it ends) and
-the producers find the current attempt's actors through the cluster's
-directory (:mod:`raytfnode.directory`), so only the partitions without a
-result are fed again. RDDs derived from the result (``results.map(...)``) are
-plain Spark RDDs: their actions fail within seconds too (each node's queue
-actor watches its node), with Spark's own exception.
+action runs again on the new nodes, every partition of it: the producers find
+the current attempt's actors through the cluster's directory
+(:mod:`raytfnode.directory`). Nothing the cancelled Spark job computed is
+reused: Spark can keep a partition of a cancelled job cut short (a PySpark
+task whose input stream ends at the cancellation ends its partition there, as
+if the input had ended), so results cached while it ran could miss rows with
+no error. RDDs derived from the result (``results.map(...)``) are plain Spark
+RDDs: their actions fail within seconds too (each node's queue actor watches
+its node), with Spark's own exception.
 """
 import functools
 import itertools
@@ -89,21 +91,11 @@ class InferenceResults(PipelinedRDD):
             job = _SparkJob(rdd.context, group, "raytfnode inference: {}".format(action.__name__), run)
             return cluster._watch(job, target, "inference")
 
-        # With restarts allowed, the results of partitions that complete are kept while the action runs:
-        # after a restart Spark then runs only the partitions that had no result, on the new nodes.
-        keep = cluster._policy.max_failures != 0 and feed["target"].directory_name and not self._fed_rdd().is_cached
-        if keep:
-            from pyspark import StorageLevel
-            kept = self._fed_rdd()
-            kept.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             return cluster._with_restarts(feed["target"], step)
         except BaseException:
             feed["failed"].add(feed["target"].feed_id)
             raise
-        finally:
-            if keep:
-                kept.unpersist(blocking=False)
 
 
 def _feed_to(feed, target):
