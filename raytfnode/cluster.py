@@ -1052,6 +1052,12 @@ def _launch(cluster):
         grouped = [request for request, (job, _) in zip(requests, cluster.roles)
                    if not (config["driver_ps_nodes"] and job == "ps")]   # driver_ps_nodes: ps outside the group
         check_placement_feasible(grouped, config["placement_strategy"])
+        if cluster.directory is None:   # created now, so its worker process starts beside the nodes'
+            cluster.directory = GuardedHandle(DirectoryActor.options(
+                name=cluster._directory_name(), namespace=cluster.namespace,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                   soft=False)).remote(cluster._secret),
+                cluster._secret)
         waited = _start_actors(cluster, requests, config["placement_strategy"], config["driver_ps_nodes"],
                                config["queue_max_bytes"], config["runtime_env"], config["reservation_timeout"],
                                config["log_level"])
@@ -1069,12 +1075,6 @@ def _launch(cluster):
                   for eid, node in enumerate(cluster.nodes)]
         _wait_started(cluster, starts)
         cluster._joins = {eid: node.join.remote(None) for eid, node in enumerate(cluster.nodes)}
-        if cluster.directory is None:
-            cluster.directory = GuardedHandle(DirectoryActor.options(
-                name=cluster._directory_name(), namespace=cluster.namespace,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
-                                                                   soft=False)).remote(cluster._secret),
-                cluster._secret)
         ray.get(cluster.directory.point_to.remote(cluster.attempt, [cluster._queue_actor_name(eid) for eid in fed],
                                                   cluster._coordinator_name()))
         for queue, node in zip(cluster.queue_actors, cluster.nodes):
