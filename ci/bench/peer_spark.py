@@ -190,10 +190,18 @@ def run_tfos(sc, rdd, rows, epochs, batch, workdir):
 # ----------------------------------------------------------------------------- spark-tensorflow-distributor
 
 def std_train(rows, parts, batch, epochs):
-    """Runs in each of MirroredStrategyRunner's barrier tasks: in-memory rows of this worker, the same model."""
+    """Runs in each of MirroredStrategyRunner's barrier tasks: in-memory rows of this worker, the same model.
+
+    Also says whether the task's Python worker had imported TensorFlow already (Spark reuses its Python
+    workers, so a run after another TensorFlow job of the same application starts warm) and when the
+    function began and finished importing it.
+    """
+    entered_at = time.time()
+    warm = "tensorflow" in sys.modules
     import numpy as np
     import tensorflow as tf
     import tf_keras as keras
+    imported_at = time.time()
 
     from bench.data import gen_arrays
     from bench.nodes import epoch_timer, keras_model
@@ -210,7 +218,8 @@ def std_train(rows, parts, batch, epochs):
         model = keras_model(keras)
     timer = epoch_timer(keras, time.perf_counter)
     model.fit(dataset.with_options(options).prefetch(2), epochs=epochs, verbose=0, callbacks=[timer])
-    return {"epochs": timer.epochs, "first_step_at": timer.first_step_at}
+    return {"epochs": timer.epochs, "first_step_at": timer.first_step_at, "tensorflow_imported_before": warm,
+            "entered_at": entered_at, "tensorflow_imported_at": imported_at}
 
 
 def run_std(rows, parts, batch, epochs):
@@ -222,7 +231,10 @@ def run_std(rows, parts, batch, epochs):
         timed = got["epochs"][1:] or got["epochs"]
         return {"steps_per_s": sum(e["steps"] for e in timed) / sum(e["seconds"] for e in timed),
                 "steps_per_epoch": got["epochs"][0]["steps"], "epochs": got["epochs"],
-                "seconds_to_first_step": got["first_step_at"] - started_wall}
+                "seconds_to_first_step": got["first_step_at"] - started_wall,
+                "tensorflow_imported_before": got["tensorflow_imported_before"],
+                "seconds_to_train_fn": got["entered_at"] - started_wall,
+                "tensorflow_import_seconds": got["tensorflow_imported_at"] - got["entered_at"]}
     except Exception as exc:  # noqa: BLE001
         return {"error": "{}: {}".format(type(exc).__name__, str(exc)[:2000]), "traceback": traceback.format_exc()}
 
@@ -263,10 +275,14 @@ def main(argv=None):
         rdd = sc.parallelize(range(parts), parts).mapPartitionsWithIndex(
             lambda i, _: gen_rows("mnist", i, rows, parts)).cache()
         assert rdd.count() == rows
-        result["tfos"] = run_tfos(sc, rdd, rows, args.epochs, args.batch, workdir)
-        print("tfos:", json.dumps(result["tfos"])[:2000], flush=True)
+        # spark-tensorflow-distributor first, while no Python worker of this application has imported
+        # TensorFlow (as raytfnode's new nodes have not), so start-up is compared cold with cold: after
+        # TensorFlowOnSpark, Spark's reused Python workers have it imported. It runs once: a second
+        # MultiWorkerMirroredStrategy in the same workers fails ("Collective ops are already configured").
         result["std"] = run_std(rows, parts, args.batch, args.epochs)
         print("std:", json.dumps(result["std"])[:2000], flush=True)
+        result["tfos"] = run_tfos(sc, rdd, rows, args.epochs, args.batch, workdir)
+        print("tfos:", json.dumps(result["tfos"])[:2000], flush=True)
     except Exception:  # noqa: BLE001
         result["error"] = traceback.format_exc(limit=5)
         print(result["error"], flush=True)

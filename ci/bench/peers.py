@@ -4,7 +4,9 @@
   ``peer_spark.py``): feed rows/s with ``next_batch(100)``, and steps/s of the same Keras model fed
   through ``next_batch`` (its documented ``from_generator`` pattern);
 - spark-tensorflow-distributor's ``MirroredStrategyRunner`` on the same standalone cluster: steps/s
-  of the same model on in-memory data (it launches TensorFlow, it does not feed);
+  of the same model on in-memory data (it launches TensorFlow, it does not feed), and seconds from
+  launch to the first step; it runs before TensorFlowOnSpark, so its Python workers import
+  TensorFlow, as raytfnode's new nodes do;
 - Ray Train v2 (``TensorflowTrainer``) on the same Ray Dataset with ``get_dataset_shard(...).to_tf()``
   each epoch, 2 workers: steps/s and seconds from ``fit()`` to the first step;
 - Spark's ``pyspark.ml.functions.predict_batch_udf`` with the same SavedModel on the same DataFrame,
@@ -227,8 +229,8 @@ def measure(bench):
         out["comparisons"].append(compare("std_training", "training steps/s on in-memory data: raytfnode "
                                           "(InputMode.TENSORFLOW) vs spark-tensorflow-distributor",
                                           runs["in_memory"]["steps_per_s"], std["steps_per_s"], digits=1))
-        out["comparisons"].append(compare("std_first_step", "seconds from launch to the first step (in-memory): "
-                                          "raytfnode vs spark-tensorflow-distributor",
+        out["comparisons"].append(compare("std_first_step", "seconds from launch to the first step (in-memory, "
+                                          "TensorFlow not yet imported): raytfnode vs spark-tensorflow-distributor",
                                           runs["in_memory"]["seconds_to_first_step"], std["seconds_to_first_step"],
                                           higher_is_better=False, digits=1))
     else:

@@ -115,6 +115,15 @@ def _peer(results, name):
     return None
 
 
+def _std_warmth(run):
+    """Whether a spark-tensorflow-distributor run found TensorFlow imported, and its import time (newer runs)."""
+    if "tensorflow_imported_before" not in run:
+        return ""
+    if run["tensorflow_imported_before"]:
+        return " (TensorFlow was imported in its Python workers already)"
+    return " (its Python workers imported TensorFlow: {:.1f} s)".format(run["tensorflow_import_seconds"])
+
+
 def peers_table(results):
     peers = results.get("peers")
     if not peers:
@@ -127,6 +136,10 @@ def peers_table(results):
             c["what"], num(c.get("ours"), digits), num(c.get("peer_value"), digits), ratio(c.get("ratio")),
             "-" if c.get("ahead") is None else ("yes" if c["ahead"] else "**no**")))
     out = lines
+    std = (peers.get("spark_standalone") or {}).get("std") or {}
+    if "steps_per_s" in std:
+        out += ["", "* spark-tensorflow-distributor's run: {:.1f} steps/s, first step {:.1f} s after launch{}".format(
+            std["steps_per_s"], std["seconds_to_first_step"], _std_warmth(std))]
     for name, why in (peers.get("not_measured") or {}).items():
         out += ["", "* {} was not measured: {}".format(name, why)]
     return out
