@@ -1075,8 +1075,11 @@ def _launch(cluster):
                   for eid, node in enumerate(cluster.nodes)]
         _wait_started(cluster, starts)
         cluster._joins = {eid: node.join.remote(None) for eid, node in enumerate(cluster.nodes)}
-        ray.get(cluster.directory.point_to.remote(cluster.attempt, [cluster._queue_actor_name(eid) for eid in fed],
-                                                  cluster._coordinator_name()))
+        # run() returns with every actor of the cluster up, the queue actors and the coordinator too (their
+        # processes start beside the nodes'; a feed started at once would otherwise wait for them)
+        ray.get([plain(actor).__ray_ready__.remote() for actor in [cluster.coordinator] + cluster.queue_actors]
+                + [cluster.directory.point_to.remote(cluster.attempt, [cluster._queue_actor_name(eid) for eid in fed],
+                                                     cluster._coordinator_name())])
         for queue, node in zip(cluster.queue_actors, cluster.nodes):
             queue.watch_node.remote(node)   # producers learn of a dead node even when no driver watches
         if config["tensorboard"]:
