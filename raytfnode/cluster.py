@@ -1075,11 +1075,7 @@ def _launch(cluster):
                   for eid, node in enumerate(cluster.nodes)]
         _wait_started(cluster, starts)
         cluster._joins = {eid: node.join.remote(None) for eid, node in enumerate(cluster.nodes)}
-        # run() returns with every actor of the cluster up, the queue actors and the coordinator too (their
-        # processes start beside the nodes'; a feed started at once would otherwise wait for them)
-        ray.get([plain(actor).__ray_ready__.remote() for actor in [cluster.coordinator] + cluster.queue_actors]
-                + [cluster.directory.point_to.remote(cluster.attempt, [cluster._queue_actor_name(eid) for eid in fed],
-                                                     cluster._coordinator_name())])
+        _wait_bookkeeping_ready(cluster, fed)
         for queue, node in zip(cluster.queue_actors, cluster.nodes):
             queue.watch_node.remote(node)   # producers learn of a dead node even when no driver watches
         if config["tensorboard"]:
@@ -1111,6 +1107,34 @@ def _wait_started(cluster, starts):
         except RayActorError as exc:
             raise NodeError(*cluster.roles[eid], "its actor died while starting map_fun: {}".format(
                 actor_death_message(exc))) from None
+
+
+def _wait_bookkeeping_ready(cluster, fed):
+    """Waits until the coordinator, every queue actor and the directory answer; one that died is named.
+
+    ``run()`` returns with every actor of the cluster up: their processes start beside the nodes', and a
+    feed started at once would otherwise wait for them, or meet Ray's bare ``RayActorError`` of one that
+    died. A dead queue actor fails its node (:class:`NodeError`); the coordinator or the directory, the
+    cluster.
+    """
+    checks = [(plain(cluster.coordinator).__ray_ready__.remote(), None,
+               "coordinator {} (which splits each feed among the nodes)".format(cluster._coordinator_name()))]
+    checks += [(plain(queue).__ray_ready__.remote(), eid,
+                "queue actor {} (the node's feed queues)".format(cluster._queue_actor_name(eid)))
+               for eid, queue in enumerate(cluster.queue_actors)]
+    checks.append((cluster.directory.point_to.remote(cluster.attempt, [cluster._queue_actor_name(eid) for eid in fed],
+                                                     cluster._coordinator_name()),
+                   None, "directory actor {} (which names the current attempt's actors)".format(
+                       cluster._directory_name())))
+    for ref, eid, actor in checks:
+        try:
+            ray.get(ref)
+        except RayActorError as exc:
+            if eid is not None:
+                raise NodeError(*cluster.roles[eid], actor_death_message(
+                    exc, "while the cluster started, its " + actor)) from None
+            raise RayTFNodeError("TF cluster {} could not start: {}".format(
+                cluster.cluster_id, actor_death_message(exc, "its " + actor))) from None
 
 
 def _first_line_of(text):

@@ -53,10 +53,10 @@ class NodeError(RayTFNodeError):
         return "{}:{}".format(self.job_name, self.task_index)
 
 
-def actor_death_message(exc):
-    """What to say of a node whose actor died (``exc`` is Ray's ``RayActorError``)."""
+def actor_death_message(exc, subject="its actor"):
+    """What to say of an actor that died (``exc`` is Ray's ``RayActorError``): ``subject`` died (why)..."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return "its actor died ({}); the process was killed, ran out of memory, or its machine was lost".format(first)
+    return "{} died ({}); the process was killed, ran out of memory, or its machine was lost".format(subject, first)
 
 
 def _first_line(text):

@@ -24,7 +24,7 @@ from conftest import assert_no_leftovers
 
 from raytfnode import TFCluster, TFManager, TFNode
 from raytfnode.errors import (BadInputError, ClusterStoppedError, FeedError, FeedTimeoutError, NodeError,
-                              ShutdownTimeoutError)
+                              RayTFNodeError, ShutdownTimeoutError)
 
 pytestmark = pytest.mark.faults
 
@@ -686,6 +686,53 @@ def test_too_few_executors_for_the_roles(ray_cluster):
     with pytest.raises(BadInputError, match="num_executors"):
         TFCluster.run(None, never_returns(), None, 2, 1, master_node="chief", eval_node=True)
 
+
+
+class _KillOnSight:
+    """Kills the named actor whose name ends with ``suffix`` as soon as it exists (a thread polling every 5 ms)."""
+
+    def __init__(self, suffix):
+        self.suffix = suffix
+        self.killed = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            for actor in ray.util.list_named_actors(all_namespaces=True):
+                if actor["name"].startswith("raytfnode-") and actor["name"].endswith(self.suffix):
+                    ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
+                    self.killed = actor["name"]
+                    return
+            time.sleep(0.005)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.parametrize("victim", ["-queues-1", "-coordinator"])
+def test_bookkeeping_actor_killed_while_the_cluster_starts_is_named(ray_cluster, victim):
+    # the queue actors and the coordinator start before the nodes; one that dies before run() returns fails
+    # run() with a raytfnode error naming it (not Ray's bare ActorDiedError), and nothing is left running
+    started = time.monotonic()
+    with _KillOnSight(victim) as killer:
+        with pytest.raises(RayTFNodeError) as info:
+            TFCluster.run(None, never_returns(), None, 2, 0, input_mode=TFCluster.InputMode.SPARK,
+                          import_tensorflow=False, num_cpus=0.5, reservation_timeout=120)
+    assert killer.killed is not None and killer.killed in str(info.value), (killer.killed, str(info.value))
+    assert "died" in str(info.value)
+    if victim == "-queues-1":
+        assert isinstance(info.value, NodeError) and info.value.node == "worker:1", info.value
+        assert "its queue actor" in str(info.value)
+    else:
+        assert "could not start: its coordinator" in str(info.value)
+    assert time.monotonic() - started < FAR_BELOW
+    assert_no_leftovers()
 
 # ------------------------------------------------------- 8. memory stays bounded by the queues
 
