@@ -183,7 +183,7 @@ class TFCluster:
         errors = [NodeError(*self.roles[eid], failed[eid][1], failed[eid][2]) for eid in order]
         head = errors[0]
         return NodeError(head.job_name, head.task_index, head.message, head.remote_traceback, related=errors[1:],
-                         attempts=[failure.error for failure in self.failures])
+                         attempts=[failure.error for failure in self.failures if failure.attempt < self.attempt])
 
     def _raise_node_error(self):
         self._poll_nodes()
@@ -286,18 +286,44 @@ class TFCluster:
         """Fails the feed as soon as one producer hit bad input or feed_timeout, instead of after Spark's retries."""
         try:
             message = ray.get(self.coordinator.bad_input_of.remote(target.feed_id), timeout=5)
-        except (GetTimeoutError, RayActorError):
+        except GetTimeoutError:
             message = None
+        except RayActorError:
+            raise self._dead_bookkeeping() or ClusterStoppedError("the coordinator of TF cluster {} is gone".format(
+                self.cluster_id)) from None
         if message:
             raise BadInputError(message)
         try:
             messages = ray.get([self.queue_actors[i].feed_timeout.remote(target.feed_id) for i in self._fed()],
                                timeout=5)
-        except (GetTimeoutError, RayActorError):
+        except GetTimeoutError:
             return
+        except RayActorError:
+            raise self._dead_bookkeeping() or ClusterStoppedError("a queue actor of TF cluster {} is gone".format(
+                self.cluster_id)) from None
         for message in messages:
             if message:
                 raise FeedTimeoutError(message)
+
+    def _dead_bookkeeping(self, timeout=5.0):
+        """The error for a dead coordinator or queue actor of the current attempt, or ``None`` when all answer.
+
+        These actors live on the driver's machine and outlive any node; one that died (killed, out of
+        memory) fails every feed, and the nodes reading from a dead queue fail as its consequence. A dead
+        queue actor fails its node (:class:`NodeError`, which a restart can recover); the coordinator,
+        the cluster. An actor that does not answer within ``timeout`` s counts as busy, not dead.
+        """
+        if self.coordinator is None:
+            return None
+        checks = _bookkeeping_pings(self, self._fed())
+        ready, _ = ray.wait([ref for ref, _, _ in checks], num_returns=len(checks), timeout=timeout)
+        for ref, eid, actor in checks:
+            if ref in ready:
+                try:
+                    ray.get(ref)
+                except RayActorError as exc:
+                    return _bookkeeping_death(self, eid, actor, exc, "")
+        return None
 
     def _cancel_queues(self, target, exc):
         """Wakes every producer of this feed that waits on a queue (on a stalled node it would wait feed_timeout)."""
@@ -326,6 +352,9 @@ class TFCluster:
         """
         if isinstance(exc, BadInputError):
             return exc
+        dead = self._dead_bookkeeping()
+        if dead is not None:   # the nodes reading from it fail too, as consequences
+            return dead
         deadline = time.monotonic() + 3.0
         while True:  # a node error may be recorded a moment after the feeding task saw it
             self._poll_nodes(timeout=0.2)
@@ -744,6 +773,8 @@ class TFCluster:
             while others and not others.issubset(self._outcomes) and time.monotonic() < grace_deadline:
                 self._poll_nodes(timeout=WATCH_SECONDS)
             error = self._first_error()
+            if error is not None:   # a node that failed because its queue actor died: the death is the cause
+                error = self._dead_bookkeeping() or error
         except BaseException as exc:
             error = exc
         finally:
@@ -1117,11 +1148,7 @@ def _wait_bookkeeping_ready(cluster, fed):
     died. A dead queue actor fails its node (:class:`NodeError`); the coordinator or the directory, the
     cluster.
     """
-    checks = [(plain(cluster.coordinator).__ray_ready__.remote(), None,
-               "coordinator {} (which splits each feed among the nodes)".format(cluster._coordinator_name()))]
-    checks += [(plain(queue).__ray_ready__.remote(), eid,
-                "queue actor {} (the node's feed queues)".format(cluster._queue_actor_name(eid)))
-               for eid, queue in enumerate(cluster.queue_actors)]
+    checks = _bookkeeping_pings(cluster, range(len(cluster.queue_actors)))
     checks.append((cluster.directory.point_to.remote(cluster.attempt, [cluster._queue_actor_name(eid) for eid in fed],
                                                      cluster._coordinator_name()),
                    None, "directory actor {} (which names the current attempt's actors)".format(
@@ -1130,11 +1157,26 @@ def _wait_bookkeeping_ready(cluster, fed):
         try:
             ray.get(ref)
         except RayActorError as exc:
-            if eid is not None:
-                raise NodeError(*cluster.roles[eid], actor_death_message(
-                    exc, "while the cluster started, its " + actor)) from None
-            raise RayTFNodeError("TF cluster {} could not start: {}".format(
-                cluster.cluster_id, actor_death_message(exc, "its " + actor))) from None
+            raise _bookkeeping_death(cluster, eid, actor, exc, "while the cluster started, ") from None
+
+
+def _bookkeeping_pings(cluster, eids):
+    """``(ref, executor id or None, description)``: ``__ray_ready__`` of the coordinator and of the queue actors
+    of ``eids``, each with what errors call the actor."""
+    pings = [(plain(cluster.coordinator).__ray_ready__.remote(), None,
+              "coordinator {} (which splits each feed among the nodes)".format(cluster._coordinator_name()))]
+    return pings + [(plain(cluster.queue_actors[eid]).__ray_ready__.remote(), eid,
+                     "queue actor {} (the node's feed queues)".format(cluster._queue_actor_name(eid)))
+                    for eid in eids]
+
+
+def _bookkeeping_death(cluster, eid, actor, exc, when):
+    """The error for bookkeeping ``actor`` (its description) found dead: ``NodeError`` for node ``eid``'s
+    queue actor, ``RayTFNodeError`` for the cluster's coordinator or directory (``eid`` None)."""
+    if eid is not None:
+        return NodeError(*cluster.roles[eid], actor_death_message(exc, when + "its " + actor))
+    return RayTFNodeError("TF cluster {} failed: {}".format(
+        cluster.cluster_id, actor_death_message(exc, when + "its " + actor)))
 
 
 def _first_line_of(text):

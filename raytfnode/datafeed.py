@@ -19,7 +19,7 @@ import ray
 from ray.exceptions import ObjectLostError, OwnerDiedError, RayActorError
 
 from .chunks import concat_chunks
-from .errors import BadInputError, ClusterStoppedError, FeedError
+from .errors import ACTOR_DEATH_CAUSES, BadInputError, ClusterStoppedError, FeedError, actor_death_message
 from .feed_queue import CHUNK, END_EPOCH, END_FEED, ITEM
 from .guard import plain
 from .result_blocks import join_results
@@ -62,8 +62,9 @@ class _EntryReader:
             self._ahead = None
             try:
                 entries = ray.get(request)
-            except RayActorError:
-                raise ClusterStoppedError("the queues of this node are gone: its cluster was shut down") from None
+            except RayActorError as exc:
+                raise ClusterStoppedError(actor_death_message(
+                    exc, "the queue actor of this node", "its cluster was shut down, or " + ACTOR_DEATH_CAUSES)) from None
             if entries:
                 self._buffer.extend(entries)
                 # unique: pieces of one stored block share its ref; a run of small blocks names several

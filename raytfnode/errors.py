@@ -53,10 +53,15 @@ class NodeError(RayTFNodeError):
         return "{}:{}".format(self.job_name, self.task_index)
 
 
-def actor_death_message(exc, subject="its actor"):
-    """What to say of an actor that died (``exc`` is Ray's ``RayActorError``): ``subject`` died (why)..."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return "{} died ({}); the process was killed, ran out of memory, or its machine was lost".format(subject, first)
+ACTOR_DEATH_CAUSES = "the process was killed, ran out of memory, or its machine was lost"
+
+
+def actor_death_message(exc, subject="its actor", causes=ACTOR_DEATH_CAUSES):
+    """What to say of an actor that died (``exc`` is Ray's ``RayActorError``): ``subject`` died (Ray's words); causes."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()]
+    why = [lines[0]] if lines else [type(exc).__name__]
+    why += [line for line in lines[1:] if line.startswith("The actor is dead because")][:1]   # Ray's reason
+    return "{} died ({}); {}".format(subject, " ".join(why), causes)
 
 
 def _first_line(text):

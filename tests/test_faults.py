@@ -25,6 +25,7 @@ from conftest import assert_no_leftovers
 from raytfnode import TFCluster, TFManager, TFNode
 from raytfnode.errors import (BadInputError, ClusterStoppedError, FeedError, FeedTimeoutError, NodeError,
                               RayTFNodeError, ShutdownTimeoutError)
+from raytfnode.guard import plain
 
 pytestmark = pytest.mark.faults
 
@@ -730,8 +731,36 @@ def test_bookkeeping_actor_killed_while_the_cluster_starts_is_named(ray_cluster,
         assert isinstance(info.value, NodeError) and info.value.node == "worker:1", info.value
         assert "its queue actor" in str(info.value)
     else:
-        assert "could not start: its coordinator" in str(info.value)
+        assert "failed: while the cluster started, its coordinator" in str(info.value)
     assert time.monotonic() - started < FAR_BELOW
+    assert_no_leftovers()
+
+
+@pytest.mark.parametrize("victim", ["-queues-1", "-coordinator"])
+def test_bookkeeping_actor_killed_mid_feed_is_named_within_seconds(clusters, victim):
+    # before, a dead coordinator surfaced as Ray's bare ActorDiedError after 7 s, and a dead queue actor as
+    # worker:1's "queues are gone: its cluster was shut down"
+    cluster = clusters(slow_reader(delay=0.01, batch_size=10))
+    partitions = [[(i, float(i)) for i in range(p * 2000, (p + 1) * 2000)] for p in range(8)]
+    killer = threading.Timer(1.0, lambda: ray.kill(plain(
+        cluster.queue_actors[1] if victim == "-queues-1" else cluster.coordinator)))
+    killer.start()
+    started = time.monotonic()
+    with pytest.raises(RayTFNodeError) as info:
+        cluster.train(partitions, num_epochs=3, feed_timeout=120)
+    assert time.monotonic() - started < FAR_BELOW
+    killer.join()
+    message = str(info.value)
+    if victim == "-queues-1":
+        assert isinstance(info.value, NodeError) and info.value.node == "worker:1", message
+        assert "its queue actor raytfnode-" in message and "-queues-1 (the node's feed queues) died" in message
+        assert "killed by `ray.kill`" in message       # Ray's reason is kept
+        with pytest.raises(NodeError, match="its queue actor"):   # the cause, not worker:1's consequence
+            cluster.shutdown(timeout=30)
+    else:
+        assert not isinstance(info.value, NodeError)
+        assert "its coordinator raytfnode-" in message and "died" in message, message
+        cluster.shutdown(timeout=30)
     assert_no_leftovers()
 
 # ------------------------------------------------------- 8. memory stays bounded by the queues

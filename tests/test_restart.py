@@ -18,6 +18,7 @@ import ray.cloudpickle
 
 from raytfnode import TFCluster
 from raytfnode.errors import BadInputError, NodeError
+from raytfnode.guard import plain
 from raytfnode.restart import Failure, RestartPolicy, failure_place, keras_backup_resume_epoch
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -213,11 +214,11 @@ def test_map_fun_failing_before_any_data_in_the_same_place_is_not_retried(ray_cl
     assert cluster.attempt == 1 and len(caught.value.attempts) == 1
 
 
-def _kill_when_consumed(cluster, executor_id, rows, killed, victim_id=None):
-    """Kills a node of the cluster's first attempt (``victim_id``, else ``executor_id``) once node
-    ``executor_id``'s queue counted ``rows`` consumed rows."""
+def _kill_when_consumed(cluster, executor_id, rows, killed, victim_id=None, victim=None):
+    """Kills a node of the cluster's first attempt (``victim_id``, else ``executor_id``), or the actor
+    ``victim``, once node ``executor_id``'s queue counted ``rows`` consumed rows."""
     queue = cluster.queue_actors[executor_id]
-    node = cluster.nodes[executor_id if victim_id is None else victim_id]
+    node = victim or cluster.nodes[executor_id if victim_id is None else victim_id]
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         try:
@@ -257,6 +258,29 @@ def test_killed_chief_or_ps_node_restarts_the_whole_cluster(ray_cluster, no_left
         assert ids == list(range(ROWS))
     # the ps of the second attempt is a new process
     assert len(glob.glob(os.path.join(tmp_path, "ps-a*.pid"))) == 2
+
+
+def test_killed_queue_actor_restarts_the_cluster_and_the_feed_finishes(ray_cluster, no_leftovers, tmp_path):
+    # a node's queue actor lives on the driver's machine; killed mid-feed, it fails its node (named), and
+    # max_failures restarts the cluster with new queue actors
+    cluster = TFCluster.run(None, _reader_with_ps, {"dir": str(tmp_path), "slow": 0.05}, 2, 0,
+                            input_mode=TFCluster.InputMode.SPARK, import_tensorflow=False, max_failures=1)
+    killed = []
+    watcher = threading.Thread(target=_kill_when_consumed, daemon=True,
+                               args=(cluster, 0, ROWS // 4, killed, None, plain(cluster.queue_actors[1])))
+    watcher.start()
+    try:
+        report = cluster.train(_partitions(), num_epochs=3, feed_timeout=120)
+    finally:
+        cluster.shutdown()
+    watcher.join(5)
+    assert killed, "the queue actor was never killed"
+    restart, = report["restarts"]
+    assert restart["node"] == "worker:1" and "its queue actor" in restart["error"] and "died" in restart["error"]
+    second = _epochs_read(tmp_path, 1)
+    assert sorted(second) == [0, 1, 2]
+    for ids in second.values():
+        assert ids == list(range(ROWS))
 
 
 def _reader_with_ps(args, ctx):
