@@ -736,18 +736,21 @@ def test_bookkeeping_actor_killed_while_the_cluster_starts_is_named(ray_cluster,
     assert_no_leftovers()
 
 
+@LOCAL
+@pytest.mark.parametrize("source", ["partitions", "rdd"])
 @pytest.mark.parametrize("victim", ["-queues-1", "-coordinator"])
-def test_bookkeeping_actor_killed_mid_feed_is_named_within_seconds(clusters, victim):
-    # before, a dead coordinator surfaced as Ray's bare ActorDiedError after 7 s, and a dead queue actor as
-    # worker:1's "queues are gone: its cluster was shut down"
-    cluster = clusters(slow_reader(delay=0.01, batch_size=10))
-    partitions = [[(i, float(i)) for i in range(p * 2000, (p + 1) * 2000)] for p in range(8)]
+def test_bookkeeping_actor_killed_mid_feed_is_named_within_seconds(spark, clusters, victim, source):
+    # before, a dead coordinator surfaced as Ray's bare ActorDiedError after 7 s (from Spark: a Py4J error),
+    # and a dead queue actor as worker:1's "queues are gone: its cluster was shut down"
+    cluster = clusters(slow_reader(delay=0.01, batch_size=10), sc=spark if source == "rdd" else None)
+    rows = [(i, float(i)) for i in range(16000)]
+    data = [rows[p::8] for p in range(8)] if source == "partitions" else spark.sparkContext.parallelize(rows, 8)
     killer = threading.Timer(1.0, lambda: ray.kill(plain(
         cluster.queue_actors[1] if victim == "-queues-1" else cluster.coordinator)))
     killer.start()
     started = time.monotonic()
     with pytest.raises(RayTFNodeError) as info:
-        cluster.train(partitions, num_epochs=3, feed_timeout=120)
+        cluster.train(data, num_epochs=3, feed_timeout=120)
     assert time.monotonic() - started < FAR_BELOW
     killer.join()
     message = str(info.value)
@@ -761,6 +764,8 @@ def test_bookkeeping_actor_killed_mid_feed_is_named_within_seconds(clusters, vic
         assert not isinstance(info.value, NodeError)
         assert "its coordinator raytfnode-" in message and "died" in message, message
         cluster.shutdown(timeout=30)
+    if source == "rdd":
+        assert_no_spark_jobs(spark)
     assert_no_leftovers()
 
 # ------------------------------------------------------- 8. memory stays bounded by the queues
