@@ -737,8 +737,7 @@ def test_bookkeeping_actor_killed_while_the_cluster_starts_is_named(ray_cluster,
 
 
 @LOCAL
-@pytest.mark.parametrize("source", ["partitions", "rdd"])
-@pytest.mark.parametrize("victim", ["-queues-1", "-coordinator"])
+@pytest.mark.parametrize("victim,source", [("-queues-1", "partitions"), ("-coordinator", "rdd")])
 def test_bookkeeping_actor_killed_mid_feed_is_named_within_seconds(spark, clusters, victim, source):
     # before, a dead coordinator surfaced as Ray's bare ActorDiedError after 7 s (from Spark: a Py4J error),
     # and a dead queue actor as worker:1's "queues are gone: its cluster was shut down"
