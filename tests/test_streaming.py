@@ -23,7 +23,8 @@ from pyspark import cloudpickle as spark_cloudpickle
 import node_reports
 from node_reports import read_node_reports, write_node_report
 from raytfnode import TFCluster
-from raytfnode.errors import FeedError, NodeError
+from raytfnode.errors import FeedError, NodeError, RayTFNodeError
+from raytfnode.guard import plain
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 spark_cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -372,6 +373,27 @@ def test_node_failure_mid_stream_stops_the_query_with_the_nodes_error(spark, no_
     finally:
         with pytest.raises(NodeError):
             cluster.shutdown()
+
+
+@LOCAL_SPARK
+def test_coordinator_killed_mid_stream_stops_the_query_naming_the_coordinator(spark, no_leftovers, tmp_path):
+    x, y = _digits()
+    source = tmp_path / "in"
+    source.mkdir()
+    _write_rows(str(source), "part-0.parquet", np.arange(300), x[:300], y[:300])
+    cluster = TFCluster.run(spark, _fail_on_second_batch, {"fail_after": 10 ** 9}, 2, 0, input_mode=SPARK,
+                            import_tensorflow=False)
+    try:
+        feed = cluster.train(_file_stream(spark, source), checkpoint_location=str(tmp_path / "ckpt"))
+        _wait_until(lambda: feed.progress()["batches"] >= 1, 240, "the first micro-batch")
+        ray.kill(plain(cluster.coordinator))
+        _write_rows(str(source), "part-1.parquet", np.arange(300, 600), x[300:600], y[300:600])
+        with pytest.raises(RayTFNodeError, match="its coordinator raytfnode-.* died") as raised:
+            feed.await_termination(120)
+        assert not isinstance(raised.value, NodeError)
+        assert not feed.query.isActive
+    finally:
+        cluster.shutdown()
 
 
 def _ids_per_attempt(args, ctx):

@@ -50,7 +50,7 @@ import weakref
 import ray
 from ray.exceptions import RayActorError
 
-from ..errors import BadInputError, FeedError, NodeError, RayTFNodeError
+from ..errors import BadInputError, FeedError, NodeError, RayTFNodeError, actor_death_message
 from ..feed_queue import END_EPOCH, END_FEED
 from .errors import unwrap
 
@@ -118,8 +118,7 @@ class _NodeWatch:
                 try:
                     outcome = ray.get(ref)
                 except RayActorError as exc:
-                    outcome = ("dead", "its actor died ({}); the process was killed or ran out of memory".format(
-                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__), None)
+                    outcome = ("dead", actor_death_message(exc), None)
                     try:   # producers waiting on this node fail now
                         self.cluster.queue_actors[eid].set_error.remote(outcome[1])
                     except Exception:  # noqa: BLE001
@@ -253,6 +252,9 @@ class StreamingFeed:
         """The error to raise for a failed batch: a node's own error when there is one."""
         if isinstance(exc, (NodeError, BadInputError)):
             return exc
+        dead = self.cluster._dead_bookkeeping()
+        if dead is not None:   # a dead coordinator or queue actor; the nodes' errors are its consequences
+            return dead
         deadline = time.monotonic() + 3.0
         while True:   # a node's error may reach its queue a moment after the producer saw it
             error = self._watch.poll()
@@ -334,7 +336,8 @@ class StreamingFeed:
             self._finish()
         except BaseException as exc:  # noqa: BLE001  (the monitor must always end the stream)
             logger.exception("watching stream %s failed", self.stream_key)
-            self._fail(FeedError("watching stream {} failed: {}".format(self.stream_key, _first_line(exc))))
+            dead = self.cluster._dead_bookkeeping() if isinstance(exc, RayActorError) else None
+            self._fail(dead or FeedError("watching stream {} failed: {}".format(self.stream_key, _first_line(exc))))
             self._stop_source(graceful=False)
         finally:
             self._ended.set()
