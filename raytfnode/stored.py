@@ -10,13 +10,20 @@ columns are views of the block's buffers (no copy on either side).
 Many small blocks would each cost a queue entry of their own (a put, a take
 and an acknowledgement for a few hundred rows); :func:`runs_of` joins
 consecutive small pieces into a :class:`StoredRun`, one entry whose reader
-joins the pieces into one chunk (a copy of a few MiB at most).
+joins the pieces into one chunk (a copy of at most a chunk's bytes).
 
 Pure: refs are held here, never resolved.
 """
 from .chunks import Chunk, chunk_from_arrow, concat_chunks
 
-SMALL_PIECE_SHARE = 4   # a piece under 1/4 of a chunk's bytes joins a run; a bigger one is read as a view
+SMALL_PIECE_SHARE = 2
+"""A piece under ``1 / SMALL_PIECE_SHARE`` of a chunk's bytes joins a run; a bigger one is read as a view.
+
+Each queue entry costs about 7 ms of CPU across producer, queue actor and reader (three actor calls
+and Ray's borrowing of the block's reference); joining copies the run's rows once in the reader. For
+60,000 MNIST rows in 40 blocks of 4.7 MB (runs of three), an epoch took 0.13-0.15 s with 2 against
+0.16-0.19 s with 4 (CPU 0.23-0.30 s against 0.31-0.40 s); pairs of pieces just under half a chunk
+gain nothing and lose nothing (the copy costs what the entry saved)."""
 
 
 class StoredRows:

@@ -370,7 +370,8 @@ def test_small_stored_pieces_join_runs_that_read_back_as_one_chunk_in_order():
     tables = [pa.table({"x": pa.array(np.arange(10 * b, 10 * b + 10, dtype=np.int64))}) for b in range(4)]
     refs = ["block{}".format(b) for b in range(4)]   # tokens: never resolved here
     pieces = [p for ref, table in zip(refs, tables) for p in stored.block_pieces(ref, 10, 8.0, chunk_rows=100)]
-    # 80-byte pieces against 400-byte chunks: each is small (< 1/4 chunk); a run stops at 30 rows here
+    # 80-byte pieces against 400-byte chunks: each is small (under 1/SMALL_PIECE_SHARE of a chunk); a run
+    # stops at 30 rows here
     runs = stored.runs_of(pieces, max_bytes=400, max_rows=30)
     assert [type(r).__name__ for r in runs] == ["StoredRun", "StoredRows"]
     assert runs[0].num_rows == 30 and runs[0].nbytes == 240 and runs[1].box() == ["block3", 0, 10]
@@ -392,7 +393,9 @@ def test_small_stored_pieces_join_runs_that_read_back_as_one_chunk_in_order():
     assert [type(r).__name__ for r in stored.runs_of([pieces[0], big, pieces[1]], 400, 100)] == ["StoredRows"] * 3
     assert [r.slot for r in stored.runs_of(planned, 400, 100)] == [0, 1]
     assert [r.num_rows for r in stored.runs_of(pieces, max_bytes=330, max_rows=100)] == [40]   # 320 bytes fit
-    assert [r.num_rows for r in stored.runs_of(pieces, max_bytes=320, max_rows=100)] == [10] * 4  # none small
+    # none small: 80-byte pieces are not under 1/SMALL_PIECE_SHARE of a chunk
+    assert [r.num_rows for r in stored.runs_of(pieces, max_bytes=80 * stored.SMALL_PIECE_SHARE, max_rows=100)] == \
+        [10] * 4
 
 
 def test_runs_keep_each_nodes_pieces_in_order_when_a_plan_alternates_nodes():
