@@ -232,6 +232,28 @@ def _kill_when_consumed(cluster, executor_id, rows, killed, victim_id=None, vict
         time.sleep(0.02)
 
 
+def _train_while_killing(cluster, executor_id, victim_id=None, victim=None):
+    """Trains 3 epochs of ``_partitions()`` while ``_kill_when_consumed`` kills the victim; ``(report, killed)``."""
+    killed = []
+    watcher = threading.Thread(target=_kill_when_consumed, daemon=True,
+                               args=(cluster, executor_id, ROWS // 4, killed, victim_id, victim))
+    watcher.start()
+    try:
+        report = cluster.train(_partitions(), num_epochs=3, feed_timeout=120)
+    finally:
+        cluster.shutdown()
+    watcher.join(5)
+    return report, killed
+
+
+def _assert_attempt_read_every_epoch_whole(directory, attempt):
+    """The nodes of ``attempt`` read epochs 0, 1 and 2, each with every row once."""
+    read = _epochs_read(directory, attempt)
+    assert sorted(read) == [0, 1, 2]
+    for ids in read.values():
+        assert ids == list(range(ROWS))
+
+
 @pytest.mark.parametrize("victim", ["chief", "ps"])
 def test_killed_chief_or_ps_node_restarts_the_whole_cluster(ray_cluster, no_leftovers, tmp_path, victim):
     args = {"dir": str(tmp_path), "slow": 0.05}
@@ -239,23 +261,11 @@ def test_killed_chief_or_ps_node_restarts_the_whole_cluster(ray_cluster, no_left
                             input_mode=TFCluster.InputMode.SPARK, import_tensorflow=False, max_failures=1)
     names = ["{}:{}".format(*role) for role in cluster.roles]
     victim_id = names.index("chief:0" if victim == "chief" else "ps:0")
-    killed = []
-    chief_id = names.index("chief:0")
-    watcher = threading.Thread(target=_kill_when_consumed, daemon=True,
-                               args=(cluster, chief_id, ROWS // 4, killed, victim_id))
-    watcher.start()
-    try:
-        report = cluster.train(_partitions(), num_epochs=3, feed_timeout=120)
-    finally:
-        cluster.shutdown()
-    watcher.join(5)
+    report, killed = _train_while_killing(cluster, names.index("chief:0"), victim_id)
     assert killed, "the node was never killed"
     restart, = report["restarts"]
     assert restart["node"] == names[victim_id] and "died" in restart["error"]
-    second = _epochs_read(tmp_path, 1)
-    assert sorted(second) == [0, 1, 2]
-    for ids in second.values():
-        assert ids == list(range(ROWS))
+    _assert_attempt_read_every_epoch_whole(tmp_path, 1)
     # the ps of the second attempt is a new process
     assert len(glob.glob(os.path.join(tmp_path, "ps-a*.pid"))) == 2
 
@@ -265,22 +275,11 @@ def test_killed_queue_actor_restarts_the_cluster_and_the_feed_finishes(ray_clust
     # max_failures restarts the cluster with new queue actors
     cluster = TFCluster.run(None, _reader_with_ps, {"dir": str(tmp_path), "slow": 0.05}, 2, 0,
                             input_mode=TFCluster.InputMode.SPARK, import_tensorflow=False, max_failures=1)
-    killed = []
-    watcher = threading.Thread(target=_kill_when_consumed, daemon=True,
-                               args=(cluster, 0, ROWS // 4, killed, None, plain(cluster.queue_actors[1])))
-    watcher.start()
-    try:
-        report = cluster.train(_partitions(), num_epochs=3, feed_timeout=120)
-    finally:
-        cluster.shutdown()
-    watcher.join(5)
+    report, killed = _train_while_killing(cluster, 0, None, plain(cluster.queue_actors[1]))
     assert killed, "the queue actor was never killed"
     restart, = report["restarts"]
     assert restart["node"] == "worker:1" and "its queue actor" in restart["error"] and "died" in restart["error"]
-    second = _epochs_read(tmp_path, 1)
-    assert sorted(second) == [0, 1, 2]
-    for ids in second.values():
-        assert ids == list(range(ROWS))
+    _assert_attempt_read_every_epoch_whole(tmp_path, 1)
 
 
 def _reader_with_ps(args, ctx):
