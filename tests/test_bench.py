@@ -82,6 +82,12 @@ def test_bench_tiny_writes_json_and_table_py_renders_its_figures(tmp_path):
     memory = results["memory"]
     assert memory["fed_bytes"] >= 5 * memory["queue_max_bytes"], memory
     assert memory["store_peak_bytes"] > 0 and all(b > 0 for b in memory["consumer_rss_peak_bytes"]), memory
+    # pinned bytes are part of the bytes used; the child Ray's store is sized from the bound and took the feed
+    assert 0 < memory["pinned_peak_over_baseline_bytes"] <= memory["store_peak_over_baseline_bytes"], memory
+    fit = memory["fit"]
+    assert fit["store_bytes"] == int(1.25 * fit["bound_bytes"]) and fit["fed_bytes"] > fit["bound_bytes"], fit
+    assert 0 < fit["pinned_peak_over_baseline_bytes"] <= fit["store_used_peak_bytes"] <= fit["store_bytes"], fit
+    assert fit["fits"] == (fit["spilled_bytes"] == 0 and fit["fallback_bytes"] == 0), fit
 
     scaling = results["scaling"]
     assert [e["rows"] for e in scaling["rows"]] == results["sizes"]["scaling_rows"]
@@ -91,7 +97,8 @@ def test_bench_tiny_writes_json_and_table_py_renders_its_figures(tmp_path):
     assert [e["nodes"] for e in scaling["nodes"]] == [1, 2]
 
     for name in ("rdd_feed_vs_spark_rdd_iter", "dataframe_feed_vs_arrow_read", "raydata_feed_vs_ray_data_iter",
-                 "dataframe_feed_faster_than_rdd_feed", "object_store_bound", "run_seconds", "shutdown_seconds",
+                 "dataframe_feed_faster_than_rdd_feed", "object_store_bound", "object_store_fits_small_store",
+                 "run_seconds", "shutdown_seconds",
                  "flat_rows_raydata", "flat_partitions_dataframe"):
         assert name in results["targets"] and isinstance(results["targets"][name]["met"], bool), name
 

@@ -30,23 +30,32 @@ class Sampler:
         self.outside_peak = 0        # store bytes above baseline that no queue counts (producers, readers)
         self.interval = interval
         self.store_peak = 0
+        self.pinned_peak = 0         # store bytes pinned as primary copies (what Ray may not evict)
         self.store_samples = 0
         self.rss_peak = {p.pid: 0 for p in self.procs}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._state = None
 
-    def store_used(self):
-        """Bytes in the local object store (raylet store stats; else object_store_memory availability)."""
+    def store_used(self, pinned=False):
+        """Bytes in the local object store (raylet store stats; else object_store_memory availability).
+
+        With ``pinned=True``: ``(bytes used, bytes pinned as primary copies)``. A read object whose last
+        reference is gone is unpinned at once but stays "used" until Ray's batched free (about a
+        second); the store evicts it when it needs the room.
+        """
         import ray
         try:
             from ray._private.internal_api import get_memory_info_reply, get_state_from_address
             if self._state is None:
                 self._state = get_state_from_address(ray.get_runtime_context().gcs_address)
-            return int(get_memory_info_reply(self._state).store_stats.object_store_bytes_used)
+            stats = get_memory_info_reply(self._state).store_stats
+            used = int(stats.object_store_bytes_used)
+            return (used, int(stats.object_store_bytes_primary_copy)) if pinned else used
         except Exception:  # noqa: BLE001
             total = ray.cluster_resources().get("object_store_memory", 0)
-            return int(total - ray.available_resources().get("object_store_memory", total))
+            used = int(total - ray.available_resources().get("object_store_memory", total))
+            return (used, used) if pinned else used
 
     def rss(self):
         out = {}
@@ -60,8 +69,9 @@ class Sampler:
     def _loop(self):
         import ray
         while not self._stop.is_set():
-            used = self.store_used()
+            used, pinned = self.store_used(pinned=True)
             self.store_peak = max(self.store_peak, used)
+            self.pinned_peak = max(self.pinned_peak, pinned)
             if self.queues:
                 queued = sum(sum(st["queued_bytes"].values()) for st in ray.get([q.stats.remote() for q in self.queues]))
                 self.queued_peak = max(self.queued_peak, queued)

@@ -8,6 +8,7 @@ import logging
 import statistics
 import time
 
+from bench import memory_fit
 from bench.common import Sampler, free_delay, source_of
 from bench.nodes import reader_fun
 
@@ -28,7 +29,7 @@ def measure(bench):
         pids = [info["pid"] for info in cluster.cluster_info]
         probe = Sampler(pids)
         time.sleep(0.5)
-        baseline_store = probe.store_used()
+        baseline_store, baseline_pinned = probe.store_used(pinned=True)
         baseline_rss = probe.rss()
         with Sampler(pids, queues=cluster.queue_actors, baseline=baseline_store) as sampler:
             started = time.perf_counter()
@@ -46,6 +47,8 @@ def measure(bench):
         "store_baseline_bytes": baseline_store, "store_peak_bytes": sampler.store_peak,
         "store_peak_over_baseline_bytes": peak, "bound_bytes": bound, "peak_over_bound": peak / bound,
         "store_samples": sampler.store_samples, "seconds": seconds,
+        "pinned_baseline_bytes": baseline_pinned, "pinned_peak_over_baseline_bytes": sampler.pinned_peak - baseline_pinned,
+        "pinned_over_bound": (sampler.pinned_peak - baseline_pinned) / bound,
         "queued_peak_bytes": sampler.queued_peak, "outside_queues_peak_bytes": sampler.outside_peak,
         "consumer_rss_baseline_bytes": [baseline_rss[p] for p in pids],
         "consumer_rss_peak_bytes": [sampler.rss_peak[p] for p in pids],
@@ -54,6 +57,14 @@ def measure(bench):
     delays = [d for d in delays if d is not None]
     out["free_delay_seconds"] = statistics.median(delays) if delays else None
     out["feed_mb_per_s"] = data.rows * data.row_bytes / seconds / 1e6
+    # the same feed shape in a new Ray whose store is just large enough for the bound (a child process)
+    fit = bench.size["memory_fit"]
+    out["fit"] = memory_fit.run_child(fit["queue_bytes"], fit["chunk_bytes"], memory_fit.FIT_STORE_OVER_BOUND,
+                                      fit["fed_over_bound"], fit["sleep"])
+    log.info("memory: fed %.1fx the bound through a store of %.2fx the bound: %s (spilled %d bytes, pinned at most "
+             "%.2fx the bound)", out["fit"]["fed_over_bound"], out["fit"]["store_over_bound"],
+             "fits" if out["fit"]["fits"] else "did not fit", out["fit"]["spilled_bytes"],
+             out["fit"]["pinned_peak_over_baseline_bytes"] / out["fit"]["bound_bytes"])
     log.info("memory: store peak +%.1f MB over baseline (bound %.1f MB), consumer RSS peak %s MB",
              peak / 1e6, bound / 1e6, [round(sampler.rss_peak[p] / 1e6) for p in pids])
     return out

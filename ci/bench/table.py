@@ -169,6 +169,27 @@ def startup_memory_lines(results):
                        m["store_peak_over_baseline_bytes"] / 1e6, m["peak_over_bound"], m["bound_bytes"] / 1e6,
                        num(m.get("free_delay_seconds"), 2), [round(b / 1e6) for b in m["consumer_rss_baseline_bytes"]],
                        [round(b / 1e6) for b in m["consumer_rss_peak_bytes"]]))
+        if m.get("pinned_over_bound") is not None:
+            out.append("* What the feed holds, the store's bytes pinned as primary copies (a read object is "
+                       "unpinned as soon as its last reference is gone, and stays counted as used until Ray's "
+                       "batched free; the store evicts it when it needs the room): at most {:.1f} MB above its "
+                       "baseline, {:.2f}x the bound.".format(m["pinned_peak_over_baseline_bytes"] / 1e6,
+                                                            m["pinned_over_bound"]))
+        f = m.get("fit")
+        if f:
+            out.append("* In a new Ray whose object store is {:.2f}x the bound ({:.1f} MB; {} x {:g} MiB queues, "
+                       "{:g} MiB chunks, {} producers; Ray spills once pinned objects pass 80% of its store), "
+                       "{:.1f}x the bound fed to readers sleeping {:g} s per 1,000 rows at {:.0f} MB/s: {} bytes "
+                       "spilled, {} allocated outside the store ({}); bytes used peaked at {:.1f} MB ({:.2f}x the "
+                       "bound: read objects awaiting Ray's batched free filled the store), pinned at {:.1f} MB "
+                       "({:.2f}x).".format(
+                           f["store_over_bound"], f["store_bytes"] / 1e6, f["nodes"], f["queue_max_bytes"] / 2 ** 20,
+                           f["chunk_bytes"] / 2 ** 20, f["producers"], f["fed_over_bound"], f["reader_sleep"],
+                           f["feed_mb_per_s"], f["spilled_bytes"], f["fallback_bytes"],
+                           "it fits" if f["fits"] else "it did not fit",
+                           f["store_used_peak_bytes"] / 1e6, f["store_used_peak_bytes"] / f["bound_bytes"],
+                           f["pinned_peak_over_baseline_bytes"] / 1e6,
+                           f["pinned_peak_over_baseline_bytes"] / f["bound_bytes"]))
     return out
 
 
@@ -199,8 +220,10 @@ def targets_table(results):
     lines = ["| target | value | goal | met |", "| --- | ---: | --- | --- |"]
     for name, t in targets.items():
         value = t.get("value")
-        lines.append("| {} | {} | {} | {} |".format(name, ratio(value) if isinstance(value, float) else value,
-                                                    t["goal"], "yes" if t["met"] else "**no**"))
+        shown = ratio(value) if isinstance(value, float) else value
+        if t.get("store_used_over_bound") is not None:
+            shown += " (store bytes used {})".format(ratio(t["store_used_over_bound"]))
+        lines.append("| {} | {} | {} | {} |".format(name, shown, t["goal"], "yes" if t["met"] else "**no**"))
     return lines
 
 

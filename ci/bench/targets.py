@@ -55,9 +55,25 @@ def evaluate(results, chunk_bytes):
                     "value": ratio, "met": ratio >= TRAINING_GOAL}
     memory = results.get("memory")
     if memory:
+        # what the feed holds is what Ray keeps pinned; "used" adds read objects Ray has unpinned and
+        # frees in batches (evicted when the store needs the room: see bench.memory_fit)
+        held = memory.get("pinned_over_bound")
         targets["object_store_bound"] = {
-            "goal": "peak <= {:.1f} x (nodes*queue_max_bytes + producers*chunk_bytes)".format(STORE_GOAL),
-            "value": memory["peak_over_bound"], "met": memory["peak_over_bound"] <= STORE_GOAL}
+            "goal": "peak <= {:.1f} x (nodes*queue_max_bytes + producers*chunk_bytes), store bytes pinned{}".format(
+                STORE_GOAL, "" if held is not None else " (not measured: store bytes used)"),
+            "value": held if held is not None else memory["peak_over_bound"],
+            "store_used_over_bound": memory["peak_over_bound"],
+            "met": (held if held is not None else memory["peak_over_bound"]) <= STORE_GOAL}
+        fit = memory.get("fit")
+        if fit:
+            targets["object_store_fits_small_store"] = {
+                "goal": "{:.1f}x the bound fed to slow readers through a store of {:.2f}x the bound (the least "
+                        "Ray's 80% spilling threshold allows): 0 bytes spilled or allocated outside it".format(
+                            fit["fed_over_bound"], fit["store_over_bound"]),
+                "value": "{} bytes spilled, {} outside; used peak {:.2f}x, pinned {:.2f}x the bound".format(
+                    fit["spilled_bytes"], fit["fallback_bytes"], fit["store_used_peak_bytes"] / fit["bound_bytes"],
+                    fit["pinned_peak_over_baseline_bytes"] / fit["bound_bytes"]),
+                "met": fit["fits"]}
     startup = results.get("startup")
     if startup and startup.get("run_seconds_median") is not None:
         run_s, stop_s = startup["run_seconds_median"], startup["shutdown_seconds_median"]
