@@ -57,7 +57,7 @@ def measure(bench):
     delays = [d for d in delays if d is not None]
     out["free_delay_seconds"] = statistics.median(delays) if delays else None
     out["feed_mb_per_s"] = data.rows * data.row_bytes / seconds / 1e6
-    # the same feed shape in a new Ray whose store is just large enough for the bound (a child process)
+    # the same feed shape in a new Ray whose store spills past STORE_GOAL x the bound (a child process)
     fit = bench.size["memory_fit"]
     out["fit"] = memory_fit.run_child(fit["queue_bytes"], fit["chunk_bytes"], memory_fit.FIT_STORE_OVER_BOUND,
                                       fit["fed_over_bound"], fit["sleep"])

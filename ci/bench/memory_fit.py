@@ -101,6 +101,7 @@ def feed_in_small_store(queue_bytes, chunk_bytes, store_over_bound, fed_over_bou
     fed_bytes = rows * MNIST_ROW_BYTES
     return {"queue_max_bytes": queue_bytes, "chunk_bytes": chunk_bytes, "nodes": nodes, "producers": producers,
             "bound_bytes": bound, "store_bytes": store_bytes, "store_over_bound": store_bytes / bound,
+            "spilling_threshold": RAY_SPILLING_THRESHOLD,
             "fed_bytes": fed_bytes, "fed_over_bound": fed_bytes / bound, "rows": rows, "seconds": seconds,
             "feed_mb_per_s": fed_bytes / seconds / 1e6, "reader_sleep": sleep,
             "store_baseline_bytes": baseline["used"], "store_used_peak_bytes": peaks["used"],

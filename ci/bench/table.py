@@ -178,14 +178,15 @@ def startup_memory_lines(results):
         f = m.get("fit")
         if f:
             out.append("* In a new Ray whose object store is {:.2f}x the bound ({:.1f} MB; {} x {:g} MiB queues, "
-                       "{:g} MiB chunks, {} producers; Ray spills once pinned objects pass 80% of its store, "
+                       "{:g} MiB chunks, {} producers; Ray spills once pinned objects pass {:.0%} of its store, "
                        "{:.2f}x the bound), "
                        "{:.1f}x the bound fed to readers sleeping {:g} s per 1,000 rows at {:.0f} MB/s: {:.1f} MB "
                        "spilled, {:.1f} MB allocated outside the store ({}); bytes used peaked at {:.1f} MB ({:.2f}x the "
                        "bound: read objects awaiting Ray's batched free filled the store), pinned at {:.1f} MB "
                        "({:.2f}x).".format(
                            f["store_over_bound"], f["store_bytes"] / 1e6, f["nodes"], f["queue_max_bytes"] / 2 ** 20,
-                           f["chunk_bytes"] / 2 ** 20, f["producers"], 0.8 * f["store_over_bound"], f["fed_over_bound"], f["reader_sleep"],
+                           f["chunk_bytes"] / 2 ** 20, f["producers"], f.get("spilling_threshold", 0.8),
+                           f.get("spilling_threshold", 0.8) * f["store_over_bound"], f["fed_over_bound"], f["reader_sleep"],
                            f["feed_mb_per_s"], f["spilled_bytes"] / 1e6, f["fallback_bytes"] / 1e6,
                            "it fits" if f["fits"] else "it did not fit",
                            f["store_used_peak_bytes"] / 1e6, f["store_used_peak_bytes"] / f["bound_bytes"],
