@@ -40,7 +40,7 @@ RAY_SPILLING_THRESHOLD = 0.8
 #: the store whose spilling threshold is STORE_GOAL x the bound (1.2 / 0.8 = 1.5): the feed runs in it
 #: without spilling exactly when it pins at most STORE_GOAL x the bound, however many read objects
 #: wait for Ray's batched free
-FIT_STORE_OVER_BOUND = STORE_GOAL / RAY_SPILLING_THRESHOLD
+FIT_STORE_OVER_BOUND = round(STORE_GOAL / RAY_SPILLING_THRESHOLD, 6)   # 1.5, not 1.4999999999999998
 
 
 def store_counters(state):
