@@ -288,3 +288,9 @@ def multinode_cluster():
         _stop_spark(kind, _running_sparks.pop(kind))
     ray.shutdown()
     cluster.shutdown()
+
+
+def summary_lines(output):
+    """The ``SUMMARY ...`` lines of ``output``, also where a node's log line forwarded by Ray (printed from
+    another thread of the driver) got in front of one on the same line."""
+    return [line[line.index("SUMMARY "):] for line in output.splitlines() if "SUMMARY " in line]

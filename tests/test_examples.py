@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
+from conftest import subprocess_env, summary_lines
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -30,7 +30,7 @@ def run_example(name, *args, cwd, timeout=600, env=None):
     output = done.stdout
     assert done.returncode == 0, "{} exited with {} after {:.0f} s; its output ended with:\n{}".format(
         name, done.returncode, seconds, output[-8000:])
-    lines = [line for line in output.splitlines() if line.startswith("SUMMARY ")]
+    lines = summary_lines(output)
     assert lines, "{} printed no SUMMARY line; its output ended with:\n{}".format(name, output[-6000:])
     summary = dict(re.findall(r"(\w+)=(\S+)", lines[-1]))
     print("{}: {:.0f} s, {}".format(name, seconds, lines[-1]))

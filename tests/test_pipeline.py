@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import subprocess_env
+from conftest import subprocess_env, summary_lines
 
 from raytfnode import BadInputError
 from raytfnode.pipeline import (HasBatchSize, HasSteps, Namespace, TFEstimator, TFModel, TFParams,
@@ -273,7 +273,7 @@ def test_example_pipeline_digits_trains_saves_loads_and_infers(tmp_path):
                           cwd=str(tmp_path), env=subprocess_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-6000:]
-    summary = [line for line in done.stdout.splitlines() if line.startswith("SUMMARY ")]
+    summary = summary_lines(done.stdout)
     assert summary, done.stdout[-6000:]
     fields = dict(pair.split("=", 1) for pair in summary[-1].split()[1:])
     assert float(fields["accuracy"]) >= 0.9, summary
