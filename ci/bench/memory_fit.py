@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 
 CI = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +26,7 @@ sys.path[:0] = [CI, REPO]
 os.environ["PYTHONPATH"] = os.pathsep.join([CI, REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
                                                          if p and p not in (CI, REPO)])
 
-from bench.common import MNIST_ROW_BYTES  # noqa: E402
+from bench.common import MNIST_ROW_BYTES, Sampler  # noqa: E402
 from bench.data import gen_rows  # noqa: E402
 from bench.nodes import reader_fun  # noqa: E402
 from bench.targets import STORE_GOAL  # noqa: E402
@@ -75,23 +74,10 @@ def feed_in_small_store(queue_bytes, chunk_bytes, store_over_bound, fed_over_bou
                                 queue_max_bytes=queue_bytes, chunk_bytes=chunk_bytes, reservation_timeout=300)
         try:
             baseline = store_counters(state)
-            peaks = {"used": baseline["used"], "pinned": baseline["pinned"]}
-            stop = threading.Event()
-
-            def sample():
-                while not stop.is_set():
-                    now = store_counters(state)
-                    peaks["used"] = max(peaks["used"], now["used"])
-                    peaks["pinned"] = max(peaks["pinned"], now["pinned"])
-                    stop.wait(0.02)
-
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-            started = time.perf_counter()
-            report = cluster.train(partitions, num_epochs=1)
-            seconds = time.perf_counter() - started
-            stop.set()
-            sampler.join()
+            with Sampler(interval=0.02) as sampler:
+                started = time.perf_counter()
+                report = cluster.train(partitions, num_epochs=1)
+                seconds = time.perf_counter() - started
             after = store_counters(state)
             assert report["consumed"] == rows, report
         finally:
@@ -104,8 +90,8 @@ def feed_in_small_store(queue_bytes, chunk_bytes, store_over_bound, fed_over_bou
             "spilling_threshold": RAY_SPILLING_THRESHOLD,
             "fed_bytes": fed_bytes, "fed_over_bound": fed_bytes / bound, "rows": rows, "seconds": seconds,
             "feed_mb_per_s": fed_bytes / seconds / 1e6, "reader_sleep": sleep,
-            "store_baseline_bytes": baseline["used"], "store_used_peak_bytes": peaks["used"],
-            "pinned_peak_over_baseline_bytes": peaks["pinned"] - baseline["pinned"],
+            "store_baseline_bytes": baseline["used"], "store_used_peak_bytes": max(sampler.store_peak, baseline["used"]),
+            "pinned_peak_over_baseline_bytes": max(sampler.pinned_peak, baseline["pinned"]) - baseline["pinned"],
             "spilled_bytes": after["spilled"] - baseline["spilled"],
             "fallback_bytes": max(after["fallback"], baseline["fallback"]),
             "fits": after["spilled"] == baseline["spilled"] and after["fallback"] == 0}
