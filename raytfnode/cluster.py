@@ -85,6 +85,7 @@ class TFCluster:
         self._queue_bytes = None
         self._chunk_bytes = DEFAULT_CHUNK_BYTES
         self._data_locality = True
+        self._joined_blocks = None  # Ray Datasets' small blocks joined once (bridges.raydata.JoinedBlocks)
         self._launch_config = {}   # what run() was given, to start the nodes again on a restart
         self.attempt = 0           # restarts so far
         self.failures = []         # restart.Failure of every attempt that failed
@@ -407,7 +408,10 @@ class TFCluster:
             ``None`` shares a quarter of the object store of the driver's machine (where the queue actors
             run) among the fed nodes; ``0`` feeds every
             epoch from the source. An epoch that does not fit is fed from the source every time. A Ray
-            Dataset is read every epoch. See :mod:`raytfnode.epoch_cache`.
+            Dataset is read every epoch; its blocks under half a chunk are joined once into blocks of up to
+            four chunks, kept while the cluster runs and the Dataset lives, within the same bytes on each
+            machine (``None``: a quarter of its object store; ``0`` feeds the small blocks as they are).
+            See :mod:`raytfnode.epoch_cache` and :mod:`raytfnode.bridges.raydata`.
           :feed_tasks: for a Spark RDD or DataFrame, how many Spark tasks feed an epoch. ``None`` feeds each
             partition in its own task unless there are more than 4 partitions per Spark core; then 2 tasks per
             core each read a run of partitions (a Spark task costs about 0.1 s before its first row,
@@ -450,6 +454,11 @@ class TFCluster:
             raise BadInputError("epoch_cache_bytes must be None (automatic), 0 (off) or a number of bytes, got "
                                 "{!r}".format(epoch_cache_bytes))
         self._refuse_if_terminated(terminated)
+        if hasattr(source, "joined"):
+            if self._joined_blocks is None:
+                from .bridges.raydata import JoinedBlocks
+                self._joined_blocks = JoinedBlocks()
+            source.joined, source.epoch_cache_bytes = self._joined_blocks, epoch_cache_bytes
         report = {"epochs": 0, "rows": 0, "consumed": 0, "skipped": 0, "skipped_epochs": 0, "partitions": 0,
                   "seconds": 0.0, "restarts": [], "cached_epochs": 0, "epoch_cache": None}
         epoch_rows = {}       # epoch -> rows fed in it (completed epochs)
@@ -792,6 +801,8 @@ class TFCluster:
             self._stopped = True
             if self._finalizer is not None:
                 self._finalizer.detach()
+            if self._joined_blocks is not None:
+                self._joined_blocks.clear()
         if self.tensorboard_node is not None:
             try:
                 ray.get(self.tensorboard_node.stop_tensorboard.remote(), timeout=5)

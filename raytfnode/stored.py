@@ -140,6 +140,69 @@ def runs_of(pieces, max_bytes, max_rows):
     return out
 
 
+def join_plan(layouts, homes, chunk_bytes, max_bytes, max_rows, budgets):
+    """Which stored blocks to join once into bigger blocks, each of the blocks of one machine.
+
+    A block under ``chunk_bytes / SMALL_PIECE_SHARE`` (one :func:`runs_of` would
+    join) joins the open run of small blocks of its machine while the run stays
+    within ``max_bytes`` and ``max_rows``; a bigger block is fed as it is. Joined copies take memory in
+    their machine's object store, so a run grows only while the joined bytes of
+    its machine stay within ``budgets``.
+
+    Args:
+      :layouts: ``(rows, bytes per row)`` of every block, in feeding order.
+      :homes: the machine holding each block (``None`` where unknown: one more machine).
+      :chunk_bytes: the feed's chunk.
+      :max_bytes, max_rows: the most bytes and rows of a joined block.
+      :budgets: ``{machine: bytes}`` the joined copies may take on each machine (missing: 0).
+
+    Returns:
+      The units to feed, in the order of their first block: lists of block indices, a list of one
+      being a block fed as it is.
+
+    >>> join_plan([(10, 1.0), (10, 1.0), (90, 1.0), (10, 1.0)], ["m"] * 4, 100, 100, 1000, {"m": 100})
+    [[0, 1, 3], [2]]
+    >>> join_plan([(10, 1.0), (10, 1.0)], ["m", "n"], 100, 100, 1000, {"m": 100, "n": 100})
+    [[0], [1]]
+    >>> join_plan([(10, 1.0), (10, 1.0)], ["m", "m"], 100, 100, 1000, {})
+    [[0], [1]]
+    """
+    units, open_runs, joined = [], {}, {}   # machine -> [unit index, bytes, rows]; machine -> joined bytes
+    for index, ((rows, row_bytes), home) in enumerate(zip(layouts, homes)):
+        nbytes = rows * row_bytes
+        run = open_runs.get(home)
+        if nbytes * SMALL_PIECE_SHARE >= chunk_bytes:
+            units.append([index])
+            continue
+        if run is not None and run[1] + nbytes <= max_bytes and run[2] + rows <= max_rows:
+            adds = nbytes + (run[1] if len(units[run[0]]) == 1 else 0)   # a second block copies the first too
+            if joined.get(home, 0) + adds <= budgets.get(home, 0):
+                joined[home] = joined.get(home, 0) + adds
+                units[run[0]].append(index)
+                run[1] += nbytes
+                run[2] += rows
+                continue
+        units.append([index])
+        open_runs[home] = [len(units) - 1, nbytes, rows]
+    return units
+
+
+def joined_layout(layouts):
+    """``(rows, bytes per row)`` of the block joined of blocks with these ``layouts``.
+
+    >>> joined_layout([(10, 2.0), (30, 4.0)])
+    (40, 3.5)
+    """
+    rows = sum(r for r, _ in layouts)
+    return rows, sum(r * b for r, b in layouts) / max(rows, 1)
+
+
+def join_blocks(blocks, where=""):
+    """One :class:`Chunk` of the rows of ``blocks`` (Arrow tables or chunks of one layout), in order."""
+    return concat_chunks([block if isinstance(block, Chunk) else chunk_from_arrow(block, where)
+                          for block in blocks])
+
+
 def check_block(block, where=""):
     """Checks a block (an Arrow table or a :class:`Chunk`) and returns ``(num_rows, bytes per row)``.
 

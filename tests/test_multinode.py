@@ -488,13 +488,13 @@ def _check_ids_per_epoch(reports, epochs, num_rows, num_nodes):
         assert sum(node["epochs"][epoch][1] for node in reports.values()) == num_rows * (num_rows - 1) // 2
 
 
-def _feed_ids(machines, tmp_path, ds, epochs, **kwargs):
+def _feed_ids(machines, tmp_path, ds, epochs, train_options=None, **kwargs):
     cluster = TFCluster.run(None, _count_ids, {"out": str(tmp_path)}, 3, 0, input_mode=SPARK, resources=TF_NODE,
                             placement_strategy="STRICT_SPREAD", import_tensorflow=False, reservation_timeout=120,
                             **kwargs)
     try:
         assert sorted(_node_machines(machines, cluster)) == [1, 2, 3]
-        report = cluster.train(ds, num_epochs=epochs, feed_timeout=120)
+        report = cluster.train(ds, num_epochs=epochs, feed_timeout=120, **(train_options or {}))
     finally:
         cluster.shutdown()
     return report, read_node_reports(tmp_path)
@@ -523,6 +523,27 @@ def test_data_locality_reads_blocks_on_their_own_machines_and_keeps_the_balance(
           file=sys.__stderr__)
     assert copies[False] >= len(sizes)         # blind: every block is read on more than its own machine
     assert copies[True] * 4 <= copies[False]
+
+
+def test_small_blocks_are_joined_on_their_own_machines_and_never_copied(machines, tmp_path):
+    # 12 blocks of 300 KiB: 6 on machine 1, 4 on 2, 2 on 3, small against 16 MiB chunks. Each machine joins
+    # its own; the balance (1,200 rows per node) has machine 3's node read part of machine 1's joined
+    # block, so that block is copied, never an original. Fed as they are (epoch_cache_bytes=0), two of
+    # machine 1's blocks are read on machine 3. (Ray Data's from_arrow_refs may copy a block to the head.)
+    homes = [machines.node_ids[m] for m in (1, 1, 2, 1, 2, 3, 1, 2, 1, 3, 2, 1)]
+    sizes = [300] * 12
+    copies = {}
+    for joined_bytes in (None, 0):
+        refs = _blocks_on(_ids_block, homes, sizes)
+        ds = ray.data.from_arrow_refs(refs)
+        before = _holders(refs)
+        out = tmp_path / str(joined_bytes)
+        out.mkdir()
+        report, reports = _feed_ids(machines, out, ds, 2, train_options={"epoch_cache_bytes": joined_bytes})
+        assert report["rows"] == report["consumed"] == 2 * sum(sizes)
+        _check_ids_per_epoch(reports, 2, sum(sizes), 3)
+        copies[joined_bytes] = sum(len(set(now) - set(then)) for now, then in zip(_holders(refs), before))
+    assert copies[None] == 0 and copies[0] >= 2, copies
 
 
 def test_losing_a_machine_that_holds_only_dataset_blocks_is_recovered_with_every_row_once(machines, tmp_path):

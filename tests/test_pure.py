@@ -404,6 +404,40 @@ def test_runs_keep_each_nodes_pieces_in_order_when_a_plan_alternates_nodes():
     assert [(r.slot, r.box()[0]) for r in runs] == [(0, ["b0", "b2", "b4"]), (1, ["b1", "b3", "b5"])]
 
 
+def test_small_blocks_join_per_machine_within_the_run_limits_and_each_machines_budget():
+    # 400 blocks of 150 rows x 8 bytes (1,200 bytes) alternating over two machines, 4,096-byte chunks
+    layouts, homes = [(150, 8.0)] * 400, ["m1", "m2"] * 200
+    units = stored.join_plan(layouts, homes, chunk_bytes=4096, max_bytes=4 * 4096, max_rows=10 ** 6,
+                             budgets={"m1": 10 ** 9, "m2": 10 ** 9})
+    assert sorted(i for unit in units for i in unit) == list(range(400))   # every block once
+    assert all(len({homes[i] for i in unit}) == 1 for unit in units)     # a join never crosses machines
+    assert all(unit == sorted(unit) for unit in units) and [u[0] for u in units] == sorted(u[0] for u in units)
+    assert max(sum(layouts[i][0] * layouts[i][1] for i in unit) for unit in units) <= 4 * 4096
+    assert len(units) == 2 * -(-200 // 13)                                 # 13 blocks fit 16 KiB
+    # rows bound a run too; a block of half a chunk or more is fed as it is
+    assert [len(u) for u in stored.join_plan(layouts[:6], ["m"] * 6, 4096, 10 ** 6, 300, {"m": 10 ** 9})] == [2] * 3
+    assert stored.join_plan([(150, 8.0), (300, 8.0), (150, 8.0)], ["m"] * 3, 4096, 10 ** 6, 10 ** 6,
+                            {"m": 10 ** 9}) == [[0, 2], [1]]
+    # the budget counts the joined copies, both blocks of a first pair included; no budget: no join
+    assert stored.join_plan(layouts[:4], ["m"] * 4, 4096, 10 ** 6, 10 ** 6, {"m": 3600}) == [[0, 1, 2], [3]]
+    assert stored.join_plan(layouts[:4], ["m"] * 4, 4096, 10 ** 6, 10 ** 6, {"m": 0}) == [[0], [1], [2], [3]]
+    assert stored.join_plan(layouts[:2], [None, None], 4096, 10 ** 6, 10 ** 6, {None: 10 ** 9}) == [[0, 1]]
+    assert stored.joined_layout([(150, 8.0), (50, 16.0)]) == (200, 10.0)
+
+
+def test_joined_blocks_read_back_as_the_blocks_rows_in_order():
+    def table(b):
+        images = np.full((10, 4), b, dtype=np.float32)
+        return pa.Table.from_arrays([pa.array(np.arange(10 * b, 10 * b + 10, dtype=np.int64)),
+                                     pa.FixedSizeListArray.from_arrays(pa.array(images.reshape(-1)), 4)],
+                                    names=["x", "image"])
+
+    tables = [table(b) for b in range(3)]
+    joined = stored.join_blocks(tables[:2] + [chunks.chunk_from_arrow(tables[2])])   # tables or chunks
+    assert joined.num_rows == 30 and joined.columns[0].tolist() == list(range(30))
+    assert joined.columns[1].shape == (30, 4) and joined.columns[1][:, 0].tolist() == [0] * 10 + [1] * 10 + [2] * 10
+    assert stored.chunk_of(joined, [None, 12, 15]).columns[0].tolist() == [12, 13, 14]
+
 @pytest.mark.parametrize("block_rows,num_slots", [([3, 3, 3], 2), ([150] * 400, 2), ([1500] * 40, 3),
                                                   ([7, 0, 1, 30, 2], 4), ([5], 3)])
 def test_contiguous_plan_gives_each_node_its_level_share_in_whole_blocks_but_for_a_few(block_rows, num_slots):

@@ -64,30 +64,37 @@ def test_new_blocks_are_checked_by_a_few_tasks_per_machine_each_holding_blocks_o
     assert check_groups([3], homes) == [[3]] and check_groups([], homes) == []
 
 
-# 8-byte rows: with the default 16 MiB chunks every block is small and the blocks travel in runs; with
-# chunk_bytes=4096 a 200-row block (1,600 bytes) is read as a view on its own, and with 1024 the 27-row
-# blocks form runs of at most 4 blocks
-@pytest.mark.parametrize("num_blocks,chunk_bytes", [(5, None), (37, None), (5, 4096), (37, 1024)])
+# 8-byte rows: with the default 16 MiB chunks every block is small and the blocks are joined once into
+# one; with chunk_bytes=4096 the 200-row blocks (1,600 bytes) join in pairs... up to 16 KiB, and with 1024
+# the 27-row blocks join up to 4 KiB; with epoch_cache_bytes=0 nothing is joined and the 27-row blocks
+# travel in runs of at most 4 blocks. Twice: the second train() on the same Dataset feeds its joined blocks
+# again, or, not materialized, joins the blocks its new execution made
+@pytest.mark.parametrize("num_blocks,chunk_bytes,joined_bytes,materialized", [
+    (5, None, None, True), (37, None, None, False), (5, 4096, None, True), (37, 1024, None, True),
+    (37, 1024, 0, True)])
 def test_ray_dataset_train_feeds_every_row_once_per_epoch(ray_cluster, no_leftovers, tmp_path, num_blocks,
-                                                          chunk_bytes):
-    num_rows, num_epochs = 1000, 2
+                                                          chunk_bytes, joined_bytes, materialized):
+    num_rows, num_epochs, calls = 1000, 2, 2
     ds = ray.data.range(num_rows, override_num_blocks=num_blocks)
+    ds = ds.materialize() if materialized else ds
     options = {"chunk_bytes": chunk_bytes} if chunk_bytes else {}
     cluster = TFCluster.run(None, _count_epochs, {"out": str(tmp_path)}, 2, 0, input_mode=SPARK,
                             import_tensorflow=False, **options)
     try:
-        report = cluster.train(ds, num_epochs=num_epochs, feed_timeout=120)
+        reports = [cluster.train(ds, num_epochs=num_epochs, feed_timeout=120, epoch_cache_bytes=joined_bytes)
+                   for _ in range(calls)]
     finally:
         cluster.shutdown()
-    assert report["epochs"] == num_epochs
-    assert report["rows"] == report["consumed"] == num_epochs * num_rows
-    assert report["partitions"] == num_epochs * ds.materialize().num_blocks()
+    for report in reports:
+        assert report["epochs"] == num_epochs
+        assert report["rows"] == report["consumed"] == num_epochs * num_rows
+        assert report["partitions"] == num_epochs * ds.materialize().num_blocks()
     nodes = _read_reports(tmp_path)
     assert sorted(nodes) == ["worker-0", "worker-1"]
     for node in nodes.values():
         assert node["kinds"] == ["tuple:1"]            # one array per column: ('id',)
-        assert len(node["epochs"]) == num_epochs
-    for epoch in range(num_epochs):
+        assert len(node["epochs"]) == num_epochs * calls
+    for epoch in range(num_epochs * calls):
         counts = [n["epochs"][epoch][0] for n in nodes.values()]
         assert sum(counts) == num_rows and max(counts) - min(counts) <= 1, counts
         assert sum(n["epochs"][epoch][1] for n in nodes.values()) == sum(range(num_rows))

@@ -9,7 +9,12 @@ changes. Every epoch then feeds row ranges of the blocks by reference
 (:mod:`raytfnode.stored`) from the driver: no byte of a block is copied or
 moved on the way to the readers, which see its columns as views, and an epoch
 costs one coordinator call, the puts (sent together) and one wait per node,
-whatever the number of blocks. On a cluster
+whatever the number of blocks. Small blocks (under half a chunk) would still
+cost a reference each, borrowed by a queue actor and a reader every epoch and
+answered by the driver that owns it: they are joined once, by a few tasks on
+their own machines, into blocks of up to four chunks (:func:`join_small_blocks`),
+kept while the cluster runs and the Dataset lives, within the object-store
+share ``train(epoch_cache_bytes=...)`` gives. On a cluster
 of several machines an epoch is planned (:mod:`raytfnode.locality`): each
 block's rows go to fed nodes on the block's machine as far as the per-epoch
 balance allows, so few blocks are copied between machines. The block index
@@ -18,19 +23,26 @@ block, which returns the block's results as a Ray object.
 """
 import collections
 import threading
+import weakref
 
 import ray
 from ray.exceptions import RayTaskError
 from ray.experimental import get_object_locations
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ..epoch_cache import CACHE_SHARE_OF_STORE
 from ..errors import BadInputError
 from ..feeding import feed_inference_partition, feed_stored_epoch
 from ..locality import contiguous_plan, plan_epoch
-from ..stored import block_pieces, check_block, runs_of, stored_block_rows
+from ..stored import (block_pieces, check_block, join_blocks, join_plan, joined_layout, runs_of,
+                      stored_block_rows)
 
 MAX_TASKS_IN_FLIGHT = 4
 CHECK_TASKS_PER_MACHINE = 4   # blocks are checked by a few tasks per machine, never one task per block
 _CHECKED_KEPT = 100000
+JOINED_CHUNKS = 4
+"""A joined block holds up to this many chunks' bytes: it is read as views (no copy), and each block fed
+costs its own actor calls per epoch."""
 
 _checked_lock = threading.Lock()
 _checked = collections.OrderedDict()   # block ref id (bytes, not the ref: no pinning) -> (rows, bytes per row)
@@ -39,6 +51,16 @@ _checked = collections.OrderedDict()   # block ref id (bytes, not the ref: no pi
 @ray.remote(num_cpus=0, max_retries=2)
 def _check_blocks(indices, *blocks):
     return [check_block(block, "block {}".format(index)) for index, block in zip(indices, blocks)]
+
+
+@ray.remote(num_cpus=0, max_retries=2)
+def _join_blocks(sizes, first_index, *blocks):
+    """The blocks joined as ``sizes`` says (``sizes[i]`` consecutive blocks each), then ``None`` (the ack)."""
+    joined, at = [], 0
+    for size in sizes:
+        joined.append(join_blocks(blocks[at:at + size], "blocks from {}".format(first_index)))
+        at += size
+    return joined + [None]
 
 
 def check_groups(indices, homes, per_machine=CHECK_TASKS_PER_MACHINE):
@@ -58,20 +80,34 @@ def check_groups(indices, homes, per_machine=CHECK_TASKS_PER_MACHINE):
     return groups
 
 
+def _get_raising_bad_input(refs):
+    """``ray.get(refs)``; a task's ``BadInputError`` is raised as itself (its message names the block)."""
+    try:
+        return ray.get(refs)
+    except RayTaskError as exc:
+        if isinstance(exc.cause, BadInputError):
+            raise BadInputError(str(exc.cause)) from None
+        raise
+
+
+def on_machine(machine):
+    """The scheduling strategy of a task that reads blocks of ``machine`` (``None``: unknown): there if it
+    can run there (Ray's own placement by arguments was seen to send some elsewhere)."""
+    return NodeAffinitySchedulingStrategy(machine, soft=True) if machine else "DEFAULT"
+
+
 def _block_layouts(blocks):
     """``(rows, bytes per row)`` of every block; blocks not seen before are checked by a few Ray tasks
-    per machine, each on the machine holding its blocks (Ray places a task by its arguments)."""
+    per machine, each on the machine holding its blocks."""
     ids = [ref.binary() for ref in blocks]
     with _checked_lock:
         missing = [i for i, key in enumerate(ids) if key not in _checked]
     if missing:
-        groups = check_groups(missing, block_machines(blocks))
-        try:
-            answers = ray.get([_check_blocks.remote(group, *[blocks[i] for i in group]) for group in groups])
-        except RayTaskError as exc:
-            if isinstance(exc.cause, BadInputError):
-                raise BadInputError(str(exc.cause)) from None
-            raise
+        homes = block_machines(blocks)
+        groups = check_groups(missing, homes)
+        answers = _get_raising_bad_input([
+            _check_blocks.options(scheduling_strategy=on_machine(homes[group[0]])).remote(
+                group, *[blocks[i] for i in group]) for group in groups])
         with _checked_lock:
             for group, group_answers in zip(groups, answers):
                 for i, answer in zip(group, group_answers):
@@ -82,19 +118,101 @@ def _block_layouts(blocks):
         return [_checked[key] for key in ids]
 
 
+def join_budgets(limit, machines):
+    """Bytes the joined copies of small blocks may take on each of ``machines`` (Ray node ids, ``None``
+    standing for the driver's): ``limit`` is ``train(epoch_cache_bytes=...)``, ``None`` taking the
+    epoch cache's share of each machine's object store, ``0`` none."""
+    if limit is not None:
+        return {machine: int(limit) for machine in machines}
+    store_bytes = {node["NodeID"]: node.get("Resources", {}).get("object_store_memory", 0)
+                   for node in ray.nodes() if node.get("Alive")}
+    store_bytes[None] = store_bytes.get(ray.get_runtime_context().get_node_id(), 0)
+    return {machine: int(store_bytes.get(machine, 0) * CACHE_SHARE_OF_STORE) for machine in machines}
+
+
+def join_small_blocks(blocks, layouts, chunk_bytes, chunk_rows, limit=None):
+    """Joins a Dataset's small blocks once, each run by a task on the run's machine.
+
+    A few tasks per machine (as for the check) join its blocks under half a chunk
+    in runs of up to ``JOINED_CHUNKS`` chunks (:func:`raytfnode.stored.join_plan`); the joined blocks
+    are the tasks' returns, owned by this process (the driver) and rebuilt from
+    the blocks should their machine be lost.
+
+    Args:
+      :blocks: the Dataset's block refs, in order.
+      :layouts: their ``(rows, bytes per row)``.
+      :chunk_bytes, chunk_rows: the feed's chunk; a joined block has at most ``chunk_rows`` rows.
+      :limit: ``train(epoch_cache_bytes=...)``: the joined bytes allowed per machine (see :func:`join_budgets`).
+
+    Returns:
+      ``(refs, layouts)`` of the blocks to feed, each a block as it is or a joined one.
+    """
+    homes = block_machines(blocks)
+    plan = join_plan(layouts, homes, chunk_bytes, JOINED_CHUNKS * chunk_bytes, chunk_rows,
+                     join_budgets(limit, set(homes)))
+    runs = [unit for unit in plan if len(unit) > 1]
+    if not runs:
+        return list(blocks), list(layouts)
+    by_machine = collections.defaultdict(list)
+    for unit in runs:
+        by_machine[homes[unit[0]]].append(unit)
+    joined, acks = {}, []
+    for machine, machine_runs in by_machine.items():
+        strategy = on_machine(machine)
+        size = -(-len(machine_runs) // CHECK_TASKS_PER_MACHINE)
+        for start in range(0, len(machine_runs), size):
+            task_runs = machine_runs[start:start + size]
+            refs = _join_blocks.options(num_returns=len(task_runs) + 1, scheduling_strategy=strategy).remote(
+                [len(unit) for unit in task_runs], task_runs[0][0], *[blocks[i] for unit in task_runs for i in unit])
+            acks.append(refs[-1])
+            joined.update((unit[0], ref) for unit, ref in zip(task_runs, refs))
+    _get_raising_bad_input(acks)
+    return ([joined[unit[0]] if len(unit) > 1 else blocks[unit[0]] for unit in plan],
+            [joined_layout([layouts[i] for i in unit]) for unit in plan])
+
+
+class JoinedBlocks:
+    """What each Dataset is fed as once its small blocks are joined, per Dataset while it lives.
+
+    Kept by the cluster (dropped at its shutdown); an entry is used again while the Dataset
+    yields the same blocks and the feed has the same chunk and budget.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._entries = weakref.WeakKeyDictionary()   # Dataset -> (key, (refs, layouts))
+
+    def units(self, dataset, blocks, chunk_bytes, chunk_rows, limit):
+        """``(refs, layouts)`` to feed ``blocks`` (see :func:`join_small_blocks`); new blocks are checked."""
+        key = (tuple(ref.binary() for ref in blocks), chunk_bytes, chunk_rows, limit)
+        with self._lock:
+            kept = self._entries.get(dataset)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        units = join_small_blocks(blocks, _block_layouts(blocks), chunk_bytes, chunk_rows, limit)
+        with self._lock:
+            self._entries[dataset] = (key, units)
+        return units
+
+    def clear(self):
+        with self._lock:
+            self._entries.clear()
+
+
 class _StoredFeedJob:
     """One epoch of a Ray Dataset: checks new blocks, then feeds their row ranges in a few actor calls."""
 
-    def __init__(self, target, epoch, blocks):
+    def __init__(self, target, epoch, blocks, units=None):
         self.target = target
         self.epoch = epoch
         self.blocks = blocks
+        self.units = units      # () -> (refs, layouts) of the blocks to feed (small ones joined)
         self.cancelled = threading.Event()
 
     def __call__(self):
-        layouts = _block_layouts(self.blocks)
-        plan = self._plan([rows for rows, _ in layouts])
-        pieces = [piece for ref, (rows, row_bytes), ranges in zip(self.blocks, layouts, plan)
+        refs, layouts = self.units() if self.units else (self.blocks, _block_layouts(self.blocks))
+        plan = self._plan(refs, [rows for rows, _ in layouts])
+        pieces = [piece for ref, (rows, row_bytes), ranges in zip(refs, layouts, plan)
                   for piece in block_pieces(ref, rows, row_bytes, self.target.chunk_rows, ranges)]
         # small blocks travel in runs, one queue entry per run instead of per block
         pieces = runs_of(pieces, self.target.chunk_bytes, self.target.chunk_rows)
@@ -102,14 +220,14 @@ class _StoredFeedJob:
         # memory, so nothing is gained by a producer per block and every producer's round trips are lost
         return [feed_stored_epoch(self.target, self.epoch, pieces, len(self.blocks), self.cancelled)]
 
-    def _plan(self, block_rows):
-        """Per block, the fed node reading each row range: local first on several machines, contiguous
-        stretches on one; ``None`` ranges (every piece split level by the coordinator) with
+    def _plan(self, refs, block_rows):
+        """Per block (``refs``), the fed node reading each row range: local first on several machines,
+        contiguous stretches on one; ``None`` ranges (every piece split level by the coordinator) with
         ``data_locality=False``."""
         machines = self.target.slot_machines
         if not self.target.data_locality:
             return [None] * len(block_rows)
-        homes = block_machines(self.blocks) if len(set(machines)) > 1 else []
+        homes = block_machines(refs) if len(set(machines)) > 1 else []
         if not any(homes):
             return contiguous_plan(block_rows, len(machines))
         return plan_epoch(block_rows, homes, machines)
@@ -192,6 +310,8 @@ class RayDatasetSource:
     def __init__(self, dataset):
         self.dataset = dataset
         self._blocks = None
+        self.joined = None        # the cluster's JoinedBlocks; None: small blocks travel in runs
+        self.epoch_cache_bytes = None   # train(epoch_cache_bytes=...): the joined copies' budget
 
     def blocks(self):
         if self._blocks is None:
@@ -207,7 +327,13 @@ class RayDatasetSource:
                                     "columns are {}".format(missing, columns))
 
     def train_job(self, target, epoch):
-        return _StoredFeedJob(target, epoch, self.blocks())
+        blocks = self.blocks()
+        units = None
+        if self.joined is not None:
+            def units():
+                return self.joined.units(self.dataset, blocks, target.chunk_bytes, target.chunk_rows,
+                                         self.epoch_cache_bytes)
+        return _StoredFeedJob(target, epoch, blocks, units)
 
     def inference(self, target, cluster):
         import uuid
