@@ -8,9 +8,11 @@
   launch to the first step; it runs before TensorFlowOnSpark, so its Python workers import
   TensorFlow, as raytfnode's new nodes do;
 - Ray Train v2 (``TensorflowTrainer``) on the same Ray Dataset with ``get_dataset_shard(...).to_tf()``
-  each epoch, 2 workers: steps/s and seconds from ``fit()`` to the first step;
+  each epoch, 2 workers: steps/s and seconds from ``fit()`` to the first step, in ``train_rounds``
+  rounds that each run raytfnode fed from the Ray Dataset and then Ray Train (the ratio is the median
+  of the rounds' ratios: one run of each moves by a fifth with the load here);
 - Spark's ``pyspark.ml.functions.predict_batch_udf`` with the same SavedModel on the same DataFrame,
-  against ``cluster.inference``.
+  against ``cluster.inference``: three alternated pairs after a warm-up of each.
 
 Every figure is set beside raytfnode's from this run (``training`` and ``sources`` when they ran,
 else measured here) as raytfnode / peer. A peer that cannot run is recorded with its error.
@@ -18,6 +20,7 @@ else measured here) as raytfnode / peer. A peer that cannot run is recorded with
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,9 +35,14 @@ INFERENCE_BATCH = 1000
 SPARK_PEERS_TIMEOUT = 1800   # seconds; on this shared machine the standalone cluster alone took 30-260 s to start
 
 
-def compare(name, what, ours, peer, higher_is_better=True, digits=0):
-    """One comparison row: raytfnode's figure, the peer's, raytfnode / peer, and whether raytfnode is ahead."""
+def compare(name, what, ours, peer, higher_is_better=True, digits=0, paired=None):
+    """One comparison row: raytfnode's figure, the peer's, raytfnode / peer, and whether raytfnode is ahead.
+
+    ``paired`` (the ratios of runs made one after the other) gives the ratio as their median, ``ours`` and
+    ``peer`` being the medians of each side."""
     value = ours / peer if ours is not None and peer else None
+    if paired:
+        value = statistics.median(paired)
     ahead = None if value is None else (value > 1 if higher_is_better else value < 1)
     return {"name": name, "what": what, "ours": ours, "peer_value": peer, "ratio": value,
             "higher_is_better": higher_is_better, "ahead": ahead, "digits": digits}
@@ -88,8 +96,43 @@ def ray_train(bench, data, epochs, batch):
 
 # ----------------------------------------------------------------------------- inference
 
-def predict_batch_udf_rate(spark, df, model_dir, rows):
-    """Spark's predict_batch_udf over the DataFrame (written to the noop sink): best of 2 (the 2nd is warm)."""
+def ray_train_rounds(bench, data, epochs, batch):
+    """raytfnode fed from the Ray Dataset and Ray Train on it, one after the other in each of ``train_rounds``
+    rounds (so each pair ran under similar load): ``(raytfnode's runs, Ray Train's runs)``."""
+    from bench.training import train_once
+    ours, theirs = [], []
+    for round_index in range(bench.size.get("train_rounds", 1)):
+        ours.append(train_once(bench, data, "feed:raydata", epochs, batch))
+        theirs.append(ray_train(bench, data, epochs, batch))
+        log.info("Ray Train round %d: raytfnode %.1f steps/s, Ray Train %.1f steps/s", round_index + 1,
+                 ours[-1]["steps_per_s"], theirs[-1]["steps_per_s"])
+    return ours, theirs
+
+
+def inference_pairs(bench, df, model_dir, rows, pairs=3):
+    """predict_batch_udf and cluster.inference over the same DataFrame, alternated ``pairs`` times after one
+    warm-up each (the first run loads the model in the Python workers or the nodes): their rates and the
+    ratio within each pair."""
+    cluster = bench.run_cluster(infer_fun, {"model_dir": model_dir, "batch": INFERENCE_BATCH}, num_cpus=1,
+                                import_tensorflow=True)
+    try:
+        samples = {"predict_batch_udf": [], "raytfnode": []}
+        for index in range(pairs + 1):
+            for name, run in (("predict_batch_udf", lambda: predict_batch_udf_seconds(df, model_dir)),
+                              ("raytfnode", lambda: raytfnode_inference_seconds(cluster, df, rows))):
+                seconds = run()
+                if index:     # the warm-up is not counted
+                    samples[name].append(seconds)
+    finally:
+        cluster.shutdown(timeout=120)
+    out = {name: {"rows": rows, "samples": got, "rows_per_s": rate(rows, statistics.median(got))}
+           for name, got in samples.items()}
+    out["pair_ratios"] = [udf / ours for udf, ours in zip(samples["predict_batch_udf"], samples["raytfnode"])]
+    return out
+
+
+def predict_batch_udf_seconds(df, model_dir):
+    """Seconds of Spark's predict_batch_udf over the DataFrame, written to the noop sink."""
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql.types import ArrayType, FloatType
 
@@ -103,28 +146,17 @@ def predict_batch_udf_rate(spark, df, model_dir, rows):
 
     udf = predict_batch_udf(make_predict_fn, return_type=ArrayType(FloatType()), batch_size=INFERENCE_BATCH,
                             input_tensor_shapes=[[784]])
-    samples = []
-    for _ in range(2):
-        started = time.perf_counter()
-        df.select(udf("image").alias("logits")).write.format("noop").mode("overwrite").save()
-        samples.append(time.perf_counter() - started)
-    return {"rows": rows, "samples": samples, "rows_per_s": rate(rows, min(samples))}
+    started = time.perf_counter()
+    df.select(udf("image").alias("logits")).write.format("noop").mode("overwrite").save()
+    return time.perf_counter() - started
 
 
-def raytfnode_inference_rate(bench, df, model_dir, rows):
-    """cluster.inference over the same DataFrame, results counted in Spark: best of 2 on one cluster."""
-    cluster = bench.run_cluster(infer_fun, {"model_dir": model_dir, "batch": INFERENCE_BATCH}, num_cpus=1,
-                                import_tensorflow=True)
-    samples = []
-    try:
-        for _ in range(2):
-            started = time.perf_counter()
-            answered = cluster.inference(df).count()
-            samples.append(time.perf_counter() - started)
-            assert answered == rows, (answered, rows)
-    finally:
-        cluster.shutdown(timeout=120)
-    return {"rows": rows, "samples": samples, "rows_per_s": rate(rows, min(samples))}
+def raytfnode_inference_seconds(cluster, df, rows):
+    """Seconds of cluster.inference over the same DataFrame, its results counted in Spark."""
+    started = time.perf_counter()
+    answered = cluster.inference(df).count()
+    assert answered == rows, (answered, rows)
+    return time.perf_counter() - started
 
 
 def export(model_dir):
@@ -237,29 +269,35 @@ def measure(bench):
         out["not_measured"]["spark-tensorflow-distributor"] = std.get("error") or spark.get("error")
 
     try:
-        rt = ray_train(bench, data, epochs, batch)
-        out["ray_train"] = rt
-        mine = runs.get("feed:raydata")
-        if mine:
-            out["comparisons"].append(compare("ray_train_training", "training steps/s from the Ray Dataset: "
-                                              "raytfnode vs Ray Train (to_tf per epoch)", mine["steps_per_s"],
-                                              rt["steps_per_s"], digits=1))
-            out["comparisons"].append(compare("ray_train_first_step", "seconds from launch to the first step: "
-                                              "raytfnode (run + train) vs Ray Train (fit)",
-                                              mine["seconds_to_first_step"], rt["seconds_to_first_step"],
-                                              higher_is_better=False, digits=1))
+        mine, theirs = ray_train_rounds(bench, data, epochs, batch)
+        out["ray_train"] = dict(theirs[len(theirs) // 2],
+                                steps_per_s=statistics.median(run["steps_per_s"] for run in theirs),
+                                seconds_to_first_step=statistics.median(run["seconds_to_first_step"] for run in theirs),
+                                rounds_steps_per_s=[run["steps_per_s"] for run in theirs],
+                                rounds_raytfnode_steps_per_s=[run["steps_per_s"] for run in mine])
+        out["comparisons"].append(compare(
+            "ray_train_training", "training steps/s from the Ray Dataset: raytfnode vs Ray Train (to_tf per "
+            "epoch), median of {} rounds, each running both".format(len(mine)),
+            statistics.median(run["steps_per_s"] for run in mine), out["ray_train"]["steps_per_s"], digits=1,
+            paired=[a["steps_per_s"] / b["steps_per_s"] for a, b in zip(mine, theirs)]))
+        out["comparisons"].append(compare(
+            "ray_train_first_step", "seconds from launch to the first step: raytfnode (run + train) vs Ray Train "
+            "(fit), median of the same rounds",
+            statistics.median(run["seconds_to_first_step"] for run in mine),
+            out["ray_train"]["seconds_to_first_step"], higher_is_better=False, digits=1,
+            paired=[a["seconds_to_first_step"] / b["seconds_to_first_step"] for a, b in zip(mine, theirs)]))
     except Exception as exc:  # noqa: BLE001
         log.exception("Ray Train failed")
         out["not_measured"]["Ray Train"] = "{}: {}".format(type(exc).__name__, exc)
 
     model_dir = export(os.path.join(tempfile.mkdtemp(prefix="bench-model-"), "savedmodel"))
     try:
-        spark_udf = predict_batch_udf_rate(bench.spark, data.df, model_dir, data.rows)
-        ours_inf = raytfnode_inference_rate(bench, data.df, model_dir, data.rows)
-        out["inference"] = {"predict_batch_udf": spark_udf, "raytfnode": ours_inf, "batch": INFERENCE_BATCH}
-        out["comparisons"].append(compare("predict_batch_udf", "inference rows/s, same SavedModel and DataFrame: "
-                                          "cluster.inference vs predict_batch_udf", ours_inf["rows_per_s"],
-                                          spark_udf["rows_per_s"]))
+        got = inference_pairs(bench, data.df, model_dir, data.rows)
+        out["inference"] = dict(got, batch=INFERENCE_BATCH)
+        out["comparisons"].append(compare(
+            "predict_batch_udf", "inference rows/s, same SavedModel and DataFrame: cluster.inference vs "
+            "predict_batch_udf, median of {} alternated pairs".format(len(got["pair_ratios"])),
+            got["raytfnode"]["rows_per_s"], got["predict_batch_udf"]["rows_per_s"], paired=got["pair_ratios"]))
     except Exception as exc:  # noqa: BLE001
         log.exception("inference peers failed")
         out["not_measured"]["inference"] = "{}: {}".format(type(exc).__name__, exc)

@@ -199,13 +199,14 @@ def scaling_table(results):
     s = results.get("scaling")
     if not s:
         return []
-    lines = ["| work | source | rows | partitions | rows/s | driver CPU-s per 100k rows |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| work | source | rows | partitions | rows/s | first feed, rows/s | driver CPU-s per 100k rows |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for key in ("rows", "partitions"):
         for e in s.get(key, []):
-            lines.append("| {} | {} | {} | {} | {} | {} |".format(
+            lines.append("| {} | {} | {} | {} | {} | {} | {} |".format(
                 "more rows" if key == "rows" else "more partitions", SOURCE_NAMES.get(e["source"], e["source"]),
-                num(e["rows"]), e["partitions"], num(e["rows_per_s"]), num(e["driver_cpu_seconds_per_100k_rows"], 3)))
+                num(e["rows"]), e["partitions"], num(e["rows_per_s"]), num(e.get("first_rows_per_s")),
+                num(e["driver_cpu_seconds_per_100k_rows"], 3)))
     nodes = s.get("nodes") or []
     if nodes:
         lines += ["", "Nodes ({} MNIST, arrays): {}.".format(SOURCE_NAMES.get(nodes[0]["source"], nodes[0]["source"]),

@@ -32,7 +32,7 @@ def measure(bench):
     measured = {mode: [] for mode in modes}
     for round_index in range(rounds):
         for mode in modes:
-            measured[mode].append(_train_once(bench, data, mode, epochs, batch))
+            measured[mode].append(train_once(bench, data, mode, epochs, batch))
             log.info("training %-15s %.1f steps/s (%d steps/epoch; round %d of %d)", mode,
                      measured[mode][-1]["steps_per_s"], measured[mode][-1]["steps_per_epoch"], round_index + 1, rounds)
     for mode in modes:
@@ -54,7 +54,7 @@ def measure(bench):
     return out
 
 
-def _train_once(bench, data, mode, epochs, batch):
+def train_once(bench, data, mode, epochs, batch):
     """One training run of ``mode`` ('in_memory' or 'feed:<source>') on a new 2-node cluster."""
     from raytfnode import TFCluster
     startup_samples = bench.shared.setdefault("startup_samples", [])
