@@ -4,8 +4,11 @@
 - partitions: 60,000 MNIST rows in 4 -> 400 partitions, from a Ray Dataset and a Spark DataFrame;
 - nodes: the MNIST set fed to 1, 2 and 4 nodes (``--scaling-source``).
 
-For rows and partitions the figures are rows/s (best of ``repeat`` feeds, and of the first feed, which
-checks a Ray Dataset's blocks and joins its small ones) and the driver's CPU seconds per 100,000 rows
+For rows and partitions a feed is ``scaling_epochs`` epochs, each read from the source (a Spark source
+without its epoch cache): one epoch of 60,000 rows from a Ray Dataset takes 30-50 ms, about as long as
+the noise here, and the driver's CPU is counted in 10 ms ticks. The figures are rows/s (best of
+``scaling_repeat`` feeds, and of the first feed, which checks a Ray Dataset's blocks and joins its small ones)
+and the driver's CPU seconds per 100,000 rows
 (this process only: the Ray Dataset feed runs in driver threads, the Spark one only schedules
 tasks from here); flat columns mean the cost grows with the rows and not faster. The 600,000-row
 set is not fed from Spark: cached in the executors it would not fit their memory here.
@@ -20,35 +23,37 @@ from bench.nodes import reader_fun
 log = logging.getLogger("bench")
 
 
-def timed(bench, cluster, data, source):
-    """Best of ``repeat`` feeds of ``data``: (seconds, the driver's CPU seconds in that feed, the first
-    feed's seconds: a Ray Dataset's blocks are checked and its small blocks joined in the first)."""
+def timed(bench, cluster, data, source, epochs=1):
+    """Best of ``scaling_repeat`` feeds of ``epochs`` epochs of ``data``, each epoch read from the source: (seconds,
+    the driver's CPU seconds in that feed, the first feed's seconds: a Ray Dataset's blocks are checked
+    and its small blocks joined in the first)."""
     samples = []
-    for _ in range(bench.size["repeat"]):
+    no_cache = {} if source == "raydata" else {"epoch_cache_bytes": 0}
+    for _ in range(bench.size.get("scaling_repeat", bench.size["repeat"])):
         before = bench.cpu.snapshot()
         started = time.perf_counter()
-        report = cluster.train(source_of(data, source), num_epochs=1)
+        report = cluster.train(source_of(data, source), num_epochs=epochs, **no_cache)
         seconds = time.perf_counter() - started
         cpu = bench.cpu.delta(before)
-        assert report["consumed"] == data.rows, report
+        assert report["consumed"] == data.rows * epochs and not report["cached_epochs"], report
         samples.append((seconds, cpu.get("driver", 0.0)))
     return min(samples) + (samples[0][0],)
 
 
-def figure(bench, cluster, source, rows, parts):
+def figure(bench, cluster, source, rows, parts, epochs):
     need_spark = source != "raydata"
     data = build_data(bench.spark, "mnist", rows, parts, need_spark=need_spark, need_ray=not need_spark)
     try:
-        seconds, driver_cpu, first_seconds = timed(bench, cluster, data, source)
+        seconds, driver_cpu, first_seconds = timed(bench, cluster, data, source, epochs)
     finally:
         if data.rdd is not None:
             data.rdd.unpersist()
             data.df.unpersist()
         data.ds = None
-    out = {"source": source, "rows": rows, "partitions": parts, "seconds": seconds,
-           "rows_per_s": rate(rows, seconds), "mb_per_s": rate(data.mb, seconds),
-           "first_seconds": first_seconds, "first_rows_per_s": rate(rows, first_seconds),
-           "driver_cpu_seconds": driver_cpu, "driver_cpu_seconds_per_100k_rows": driver_cpu * 1e5 / rows}
+    out = {"source": source, "rows": rows, "partitions": parts, "epochs": epochs, "seconds": seconds,
+           "rows_per_s": rate(rows * epochs, seconds), "mb_per_s": rate(data.mb * epochs, seconds),
+           "first_seconds": first_seconds, "first_rows_per_s": rate(rows * epochs, first_seconds),
+           "driver_cpu_seconds": driver_cpu, "driver_cpu_seconds_per_100k_rows": driver_cpu * 1e5 / (rows * epochs)}
     log.info("scaling %-9s %7d rows %3d partitions: %10.0f rows/s, driver %.2f CPU-s / 100k rows", source, rows,
              parts, out["rows_per_s"], out["driver_cpu_seconds_per_100k_rows"])
     return out
@@ -75,15 +80,16 @@ def by_nodes(bench):
 def measure(bench):
     rows_sizes, part_counts = bench.size["scaling_rows"], bench.size["scaling_partitions"]
     base_rows, base_parts = rows_sizes[0], part_counts[0]
+    epochs = bench.size.get("scaling_epochs", 1)
     out = {"rows": [], "partitions": [], "nodes": []}
     cluster = bench.run_cluster(reader_fun, {"mode": "arrays"})
     try:
         bench.warm_up(cluster, ("raydata", "dataframe"))
         for rows in rows_sizes:
-            out["rows"].append(figure(bench, cluster, "raydata", rows, base_parts))
+            out["rows"].append(figure(bench, cluster, "raydata", rows, base_parts, epochs))
         for source in ("raydata", "dataframe"):
             for parts in part_counts:
-                out["partitions"].append(figure(bench, cluster, source, base_rows, parts))
+                out["partitions"].append(figure(bench, cluster, source, base_rows, parts, epochs))
     finally:
         cluster.shutdown(timeout=120)
     for key in ("rows", "partitions"):

@@ -140,6 +140,11 @@ def peers_table(results):
     if "steps_per_s" in std:
         out += ["", "* spark-tensorflow-distributor's run: {:.1f} steps/s, first step {:.1f} s after launch{}".format(
             std["steps_per_s"], std["seconds_to_first_step"], _std_warmth(std))]
+        around = peers.get("in_memory_around_spark_peers")
+        if around:
+            out += ["* raytfnode in-memory just before and just after the standalone peers: {} steps/s, first step "
+                    "{} s after launch".format(" and ".join("{:.1f}".format(v) for v in around["steps_per_s"]),
+                                               " and ".join("{:.1f}".format(v) for v in around["seconds_to_first_step"]))]
     for name, why in (peers.get("not_measured") or {}).items():
         out += ["", "* {} was not measured: {}".format(name, why)]
     return out
@@ -195,6 +200,11 @@ def startup_memory_lines(results):
     return out
 
 
+def _scaling_repeat(results):
+    sizes = results.get("sizes") or {}
+    return sizes.get("scaling_repeat", sizes.get("repeat", "-"))
+
+
 def scaling_table(results):
     s = results.get("scaling")
     if not s:
@@ -207,6 +217,11 @@ def scaling_table(results):
                 "more rows" if key == "rows" else "more partitions", SOURCE_NAMES.get(e["source"], e["source"]),
                 num(e["rows"]), e["partitions"], num(e["rows_per_s"]), num(e.get("first_rows_per_s")),
                 num(e["driver_cpu_seconds_per_100k_rows"], 3)))
+    epochs = {e.get("epochs", 1) for key in ("rows", "partitions") for e in s.get(key, [])}
+    if epochs and epochs != {1}:
+        lines += ["", "A feed above is {} epochs, each read from the source (a Spark source without its epoch cache), "
+                      "best of {}; the first feed checks a Ray Dataset's blocks and joins its small ones.".format(
+                          "/".join(str(e) for e in sorted(epochs)), _scaling_repeat(results))]
     nodes = s.get("nodes") or []
     if nodes:
         lines += ["", "Nodes ({} MNIST, arrays): {}.".format(SOURCE_NAMES.get(nodes[0]["source"], nodes[0]["source"]),
