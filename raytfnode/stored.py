@@ -15,6 +15,7 @@ joins the pieces into one chunk (a copy of at most a chunk's bytes).
 Pure: refs are held here, never resolved.
 """
 from .chunks import Chunk, chunk_from_arrow, concat_chunks
+from .errors import BadInputError
 
 SMALL_PIECE_SHARE = 2
 """A piece under ``1 / SMALL_PIECE_SHARE`` of a chunk's bytes joins a run; a bigger one is read as a view.
@@ -197,10 +198,31 @@ def joined_layout(layouts):
     return rows, sum(r * b for r, b in layouts) / max(rows, 1)
 
 
-def join_blocks(blocks, where=""):
-    """One :class:`Chunk` of the rows of ``blocks`` (Arrow tables or chunks of one layout), in order."""
-    return concat_chunks([block if isinstance(block, Chunk) else chunk_from_arrow(block, where)
-                          for block in blocks])
+def join_blocks(blocks, labels):
+    """One :class:`Chunk` of the rows of ``blocks`` (Arrow tables or chunks), in order.
+
+    Raises ``BadInputError`` naming the two blocks (``labels``, e.g. ``'block 7'``) when a block's
+    columns (names, kinds, element shapes) differ from the first block's.
+    """
+    chunks = [block if isinstance(block, Chunk) else chunk_from_arrow(block, label)
+              for block, label in zip(blocks, labels)]
+    first = chunks[0]
+    for chunk, label in zip(chunks[1:], labels[1:]):
+        if _layout(chunk) != _layout(first):
+            raise BadInputError("{} and {} of the Ray Dataset have different columns: {} against {}; give every "
+                                "block the same schema (for example with Dataset.map_batches)".format(
+                                    labels[0], label, _described(first), _described(chunk)))
+    return concat_chunks(chunks)
+
+
+def _layout(chunk):
+    return (chunk.names, chunk.kinds, tuple(getattr(column, "shape", (None,))[1:] for column in chunk.columns))
+
+
+def _described(chunk):
+    return ", ".join("{} ({}{})".format(name, kind, "" if not shape else " of shape {}".format(shape))
+                     for name, kind, shape in zip(chunk.names or range(len(chunk.kinds)), chunk.kinds,
+                                                  _layout(chunk)[2]))
 
 
 def check_block(block, where=""):

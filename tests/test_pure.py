@@ -433,10 +433,19 @@ def test_joined_blocks_read_back_as_the_blocks_rows_in_order():
                                     names=["x", "image"])
 
     tables = [table(b) for b in range(3)]
-    joined = stored.join_blocks(tables[:2] + [chunks.chunk_from_arrow(tables[2])])   # tables or chunks
+    labels = ["block 0", "block 1", "block 2"]
+    joined = stored.join_blocks(tables[:2] + [chunks.chunk_from_arrow(tables[2])], labels)   # tables or chunks
     assert joined.num_rows == 30 and joined.columns[0].tolist() == list(range(30))
     assert joined.columns[1].shape == (30, 4) and joined.columns[1][:, 0].tolist() == [0] * 10 + [1] * 10 + [2] * 10
     assert stored.chunk_of(joined, [None, 12, 15]).columns[0].tolist() == [12, 13, 14]
+    # blocks of another schema cannot be joined: the error names both blocks and the columns
+    renamed = tables[1].rename_columns(["id", "image"])
+    with pytest.raises(BadInputError, match=r"block 0 and block 1 of the Ray Dataset have different columns: "
+                                            r"x \(scalar\), image \(ndarray of shape \(4,\)\) against id"):
+        stored.join_blocks([tables[0], renamed], labels[:2])
+    wider = table(1).set_column(1, "image", pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(50, np.float32)), 5))
+    with pytest.raises(BadInputError, match=r"image \(ndarray of shape \(5,\)\)"):
+        stored.join_blocks([tables[0], wider], labels[:2])
 
 @pytest.mark.parametrize("block_rows,num_slots", [([3, 3, 3], 2), ([150] * 400, 2), ([1500] * 40, 3),
                                                   ([7, 0, 1, 30, 2], 4), ([5], 3)])

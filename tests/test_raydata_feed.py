@@ -155,14 +155,19 @@ def test_ray_dataset_tensor_column_reaches_the_readers_intact(ray_cluster, no_le
     assert sum(n["image_sum"] for n in nodes) == pytest.approx(2 * float(images.astype(np.float64).sum()))
 
 
-def test_ray_dataset_with_a_null_fails_naming_the_block_and_row(ray_cluster, no_leftovers, tmp_path):
+def test_ray_dataset_with_a_null_or_blocks_of_other_columns_fails_naming_the_blocks(ray_cluster, no_leftovers, tmp_path):
     import pyarrow as pa
     tables = [pa.table({"x": pa.array([1.0, 2.0, 3.0])}), pa.table({"x": pa.array([4.0, None, 6.0])})]
     ds = ray.data.from_arrow(tables)
+    # small blocks are joined into one: blocks of different columns cannot be, and the error names them
+    renamed = ray.data.from_arrow([tables[0], pa.table({"y": pa.array([4.0, 5.0])})])
     cluster = TFCluster.run(None, _count_epochs, {"out": str(tmp_path)}, 2, 0, input_mode=SPARK,
                             import_tensorflow=False)
     try:
         with pytest.raises(BadInputError, match=r"block 1 column x: row 1 is null"):
             cluster.train(ds, num_epochs=1, feed_timeout=120)
+        with pytest.raises(BadInputError, match=r"block 0 and block 1 of the Ray Dataset have different columns: "
+                                                r"x \(scalar\) against y \(scalar\)"):
+            cluster.train(renamed, num_epochs=1, feed_timeout=120)
     finally:
         cluster.shutdown()

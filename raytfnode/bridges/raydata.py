@@ -54,11 +54,12 @@ def _check_blocks(indices, *blocks):
 
 
 @ray.remote(num_cpus=0, max_retries=2)
-def _join_blocks(sizes, first_index, *blocks):
-    """The blocks joined as ``sizes`` says (``sizes[i]`` consecutive blocks each), then ``None`` (the ack)."""
+def _join_blocks(sizes, indices, *blocks):
+    """The blocks (``indices`` in the Dataset) joined as ``sizes`` says (``sizes[i]`` consecutive blocks
+    each), then ``None`` (the ack)."""
     joined, at = [], 0
     for size in sizes:
-        joined.append(join_blocks(blocks[at:at + size], "blocks from {}".format(first_index)))
+        joined.append(join_blocks(blocks[at:at + size], ["block {}".format(i) for i in indices[at:at + size]]))
         at += size
     return joined + [None]
 
@@ -163,7 +164,8 @@ def join_small_blocks(blocks, layouts, chunk_bytes, chunk_rows, limit=None):
         for start in range(0, len(machine_runs), size):
             task_runs = machine_runs[start:start + size]
             refs = _join_blocks.options(num_returns=len(task_runs) + 1, scheduling_strategy=strategy).remote(
-                [len(unit) for unit in task_runs], task_runs[0][0], *[blocks[i] for unit in task_runs for i in unit])
+                [len(unit) for unit in task_runs], [i for unit in task_runs for i in unit],
+                *[blocks[i] for unit in task_runs for i in unit])
             acks.append(refs[-1])
             joined.update((unit[0], ref) for unit, ref in zip(task_runs, refs))
     _get_raising_bad_input(acks)
