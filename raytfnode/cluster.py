@@ -410,7 +410,8 @@ class TFCluster:
             epoch from the source. An epoch that does not fit is fed from the source every time. A Ray
             Dataset is read every epoch; its blocks under half a chunk are joined once into blocks of up to
             four chunks, kept while the cluster runs and the Dataset lives, within the same bytes on each
-            machine (``None``: a quarter of its object store; ``0`` feeds the small blocks as they are).
+            machine, shared by the live Datasets (``None``: a quarter of its object store; ``0`` feeds the
+            small blocks as they are).
             See :mod:`raytfnode.epoch_cache` and :mod:`raytfnode.bridges.raydata`.
           :feed_tasks: for a Spark RDD or DataFrame, how many Spark tasks feed an epoch. ``None`` feeds each
             partition in its own task unless there are more than 4 partitions per Spark core; then 2 tasks per

@@ -100,6 +100,30 @@ def test_ray_dataset_train_feeds_every_row_once_per_epoch(ray_cluster, no_leftov
         assert sum(n["epochs"][epoch][1] for n in nodes.values()) == sum(range(num_rows))
 
 
+def test_joined_blocks_of_the_live_datasets_share_each_machines_budget(ray_cluster):
+    import gc
+
+    from raytfnode.bridges.raydata import JoinedBlocks
+    # 10 blocks of 100 8-byte rows: each small against 4 KiB chunks, all 8,000 bytes fit one joined block
+    first, second = [ray.data.range(1000, override_num_blocks=10).materialize() for _ in range(2)]
+    blocks = [first.to_arrow_refs(), second.to_arrow_refs()]
+    joined = JoinedBlocks()
+    refs, layouts = joined.units(first, blocks[0], 4096, 10 ** 6, 10000)
+    assert len(refs) == 1 and layouts == [(1000, 8.0)] and sum(joined.held().values()) == 8000
+    # (blocks this small are inlined, not in a machine's store: they count against the driver's machine)
+    # 2,000 bytes are left of the machine's 10,000: two blocks are joined, the other eight are fed as they are
+    refs, _ = joined.units(second, blocks[1], 4096, 10 ** 6, 10000)
+    assert len(refs) == 9 and refs[1:] == blocks[1][2:]
+    assert ray.get(refs[0]).columns[0].tolist() == list(range(200))
+    del first, refs
+    gc.collect()                        # the first Dataset is gone, and with it its joined block's bytes
+    assert sum(joined.held().values()) == 1600
+    refs, _ = joined.units(second, blocks[1], 4096, 10 ** 6 - 1, 10000)   # another chunk: joined again
+    assert len(refs) == 1 and sum(joined.held().values()) == 8000
+    joined.clear()
+    assert joined.held() == {}
+
+
 def _double_map_fun(args, ctx):
     feed = ctx.get_data_feed(train_mode=False)
     while not feed.should_stop():

@@ -131,7 +131,7 @@ def join_budgets(limit, machines):
     return {machine: int(store_bytes.get(machine, 0) * CACHE_SHARE_OF_STORE) for machine in machines}
 
 
-def join_small_blocks(blocks, layouts, chunk_bytes, chunk_rows, limit=None):
+def join_small_blocks(blocks, layouts, chunk_bytes, chunk_rows, limit=None, taken=None):
     """Joins a Dataset's small blocks once, each run by a task on the run's machine.
 
     A few tasks per machine (as for the check) join its blocks under half a chunk
@@ -144,16 +144,19 @@ def join_small_blocks(blocks, layouts, chunk_bytes, chunk_rows, limit=None):
       :layouts: their ``(rows, bytes per row)``.
       :chunk_bytes, chunk_rows: the feed's chunk; a joined block has at most ``chunk_rows`` rows.
       :limit: ``train(epoch_cache_bytes=...)``: the joined bytes allowed per machine (see :func:`join_budgets`).
+      :taken: ``{machine: bytes}`` of that allowance held already (other Datasets' joined blocks).
 
     Returns:
-      ``(refs, layouts)`` of the blocks to feed, each a block as it is or a joined one.
+      ``(refs, layouts, held)``: the blocks to feed, each a block as it is or a joined one, their
+      ``(rows, bytes per row)``, and ``{machine: bytes}`` of the joined blocks.
     """
     homes = block_machines(blocks)
-    plan = join_plan(layouts, homes, chunk_bytes, JOINED_CHUNKS * chunk_bytes, chunk_rows,
-                     join_budgets(limit, set(homes)))
+    budgets = {machine: budget - (taken or {}).get(machine, 0)
+               for machine, budget in join_budgets(limit, set(homes)).items()}
+    plan = join_plan(layouts, homes, chunk_bytes, JOINED_CHUNKS * chunk_bytes, chunk_rows, budgets)
     runs = [unit for unit in plan if len(unit) > 1]
     if not runs:
-        return list(blocks), list(layouts)
+        return list(blocks), list(layouts), {}
     by_machine = collections.defaultdict(list)
     for unit in runs:
         by_machine[homes[unit[0]]].append(unit)
@@ -169,32 +172,48 @@ def join_small_blocks(blocks, layouts, chunk_bytes, chunk_rows, limit=None):
             acks.append(refs[-1])
             joined.update((unit[0], ref) for unit, ref in zip(task_runs, refs))
     _get_raising_bad_input(acks)
+    held = collections.Counter()
+    for unit in runs:
+        rows, row_bytes = joined_layout([layouts[i] for i in unit])
+        held[homes[unit[0]]] += int(rows * row_bytes)
     return ([joined[unit[0]] if len(unit) > 1 else blocks[unit[0]] for unit in plan],
-            [joined_layout([layouts[i] for i in unit]) for unit in plan])
+            [joined_layout([layouts[i] for i in unit]) for unit in plan], dict(held))
 
 
 class JoinedBlocks:
     """What each Dataset is fed as once its small blocks are joined, per Dataset while it lives.
 
     Kept by the cluster (dropped at its shutdown); an entry is used again while the Dataset
-    yields the same blocks and the feed has the same chunk and budget.
+    yields the same blocks and the feed has the same chunk and budget. The joined blocks of all
+    live Datasets share the budget of each machine.
     """
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self._entries = weakref.WeakKeyDictionary()   # Dataset -> (key, (refs, layouts))
+        self._lock = threading.RLock()
+        self._entries = weakref.WeakKeyDictionary()   # Dataset -> (key, (refs, layouts, held))
 
     def units(self, dataset, blocks, chunk_bytes, chunk_rows, limit):
         """``(refs, layouts)`` to feed ``blocks`` (see :func:`join_small_blocks`); new blocks are checked."""
         key = (tuple(ref.binary() for ref in blocks), chunk_bytes, chunk_rows, limit)
         with self._lock:
-            kept = self._entries.get(dataset)
+            kept = self._entries.pop(dataset, None)   # replaced below, or put back as it is
+            taken = self.held()
         if kept is not None and kept[0] == key:
-            return kept[1]
-        units = join_small_blocks(blocks, _block_layouts(blocks), chunk_bytes, chunk_rows, limit)
+            units = kept[1]
+        else:
+            kept = None    # the old joined blocks go now: their bytes are free for the new ones
+            units = join_small_blocks(blocks, _block_layouts(blocks), chunk_bytes, chunk_rows, limit, taken)
         with self._lock:
             self._entries[dataset] = (key, units)
-        return units
+        return units[:2]
+
+    def held(self):
+        """``{machine: bytes}`` of the joined blocks kept for the live Datasets."""
+        total = collections.Counter()
+        with self._lock:
+            for _, (_, (_, _, held)) in list(self._entries.items()):
+                total.update(held)
+        return dict(total)
 
     def clear(self):
         with self._lock:
