@@ -39,7 +39,7 @@ from .manager import manager_address
 from .node import TFNodeActor
 from .progress import FeedProgress
 from .resources import (check_driver_node_fits, check_feasible, check_placement_feasible, describe_request,
-                        node_request, placement_waves)
+                        node_request, object_store_bytes, placement_waves)
 from .restart import Failure, RestartPolicy
 from .shipping import upload_local_code
 
@@ -575,8 +575,7 @@ class TFCluster:
     def _start_epoch_cache(self, target, epoch, epoch_cache_bytes, report):
         """Asks every fed node's queue to keep epoch ``epoch``; False when the cache is off (no budget)."""
         fed = self._fed()
-        store_bytes = {node["NodeID"]: node.get("Resources", {}).get("object_store_memory", 0)
-                       for node in ray.nodes() if node.get("Alive")}
+        store_bytes = object_store_bytes()
         # the queue actors run on the driver's machine (see _start_actors): their copies are in its store
         here = ray.get_runtime_context().get_node_id()
         budgets = node_budgets([here] * len(fed), store_bytes, epoch_cache_bytes)

@@ -168,3 +168,9 @@ def _summary(resources):
     keep = {k: v for k, v in resources.items() if k in ("CPU", "GPU") or not (
         k.startswith("node:") or "memory" in k or k.startswith("accelerator_type"))}
     return ", ".join("{}={:g}".format(k, v) for k, v in sorted(keep.items()))
+
+
+def object_store_bytes():
+    """``{Ray node id: object store bytes}`` of the cluster's live machines."""
+    return {node["NodeID"]: node.get("Resources", {}).get("object_store_memory", 0)
+            for node in ray.nodes() if node.get("Alive")}

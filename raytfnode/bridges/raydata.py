@@ -34,6 +34,7 @@ from ..epoch_cache import CACHE_SHARE_OF_STORE
 from ..errors import BadInputError
 from ..feeding import feed_inference_partition, feed_stored_epoch
 from ..locality import contiguous_plan, plan_epoch
+from ..resources import object_store_bytes
 from ..stored import (block_pieces, check_block, join_blocks, join_plan, joined_layout, runs_of,
                       stored_block_rows)
 
@@ -125,8 +126,7 @@ def join_budgets(limit, machines):
     epoch cache's share of each machine's object store, ``0`` none."""
     if limit is not None:
         return {machine: int(limit) for machine in machines}
-    store_bytes = {node["NodeID"]: node.get("Resources", {}).get("object_store_memory", 0)
-                   for node in ray.nodes() if node.get("Alive")}
+    store_bytes = object_store_bytes()
     store_bytes[None] = store_bytes.get(ray.get_runtime_context().get_node_id(), 0)
     return {machine: int(store_bytes.get(machine, 0) * CACHE_SHARE_OF_STORE) for machine in machines}
 
@@ -172,12 +172,12 @@ def join_small_blocks(blocks, layouts, chunk_bytes, chunk_rows, limit=None, take
             acks.append(refs[-1])
             joined.update((unit[0], ref) for unit, ref in zip(task_runs, refs))
     _get_raising_bad_input(acks)
+    unit_layouts = [joined_layout([layouts[i] for i in unit]) for unit in plan]
     held = collections.Counter()
-    for unit in runs:
-        rows, row_bytes = joined_layout([layouts[i] for i in unit])
-        held[homes[unit[0]]] += int(rows * row_bytes)
-    return ([joined[unit[0]] if len(unit) > 1 else blocks[unit[0]] for unit in plan],
-            [joined_layout([layouts[i] for i in unit]) for unit in plan], dict(held))
+    for unit, (rows, row_bytes) in zip(plan, unit_layouts):
+        if len(unit) > 1:
+            held[homes[unit[0]]] += int(rows * row_bytes)
+    return ([joined[unit[0]] if len(unit) > 1 else blocks[unit[0]] for unit in plan], unit_layouts, dict(held))
 
 
 class JoinedBlocks:
