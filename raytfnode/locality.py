@@ -21,6 +21,31 @@ def level_targets(total_rows, num_slots):
     return [base + (1 if slot < extra else 0) for slot in range(num_slots)]
 
 
+def home_machines(holders, reader_machines=()):
+    """The machine each block is read from, of the machines holding a copy of it.
+
+    A block can be held on several machines (a copy pulled by an earlier reader
+    or by Ray Data itself), and Ray does not say which copy is the primary: a
+    machine with readers is taken first, then the lowest id, so the choice does
+    not depend on the order Ray lists the copies in.
+
+    Args:
+      :holders: for each block, the machines holding a copy (empty when unknown).
+      :reader_machines: the machines of the fed nodes.
+
+    Returns:
+      For each block, its machine, ``None`` for a block without a known copy.
+
+    >>> home_machines([["head", "m3"], ["m1"], []], ["m1", "m3"])
+    ['m3', 'm1', None]
+    >>> home_machines([["b", "a"]])
+    ['a']
+    """
+    readers = set(reader_machines)
+    return [min(machines, key=lambda machine: (machine not in readers, machine)) if machines else None
+            for machines in holders]
+
+
 def plan_epoch(block_rows, block_machines, slot_machines):
     """Assigns the rows of every block to slots (fed nodes), local first, level per epoch.
 

@@ -447,6 +447,15 @@ def test_joined_blocks_read_back_as_the_blocks_rows_in_order():
     with pytest.raises(BadInputError, match=r"image \(ndarray of shape \(5,\)\)"):
         stored.join_blocks([tables[0], wider], labels[:2])
 
+def test_a_block_held_on_several_machines_is_read_from_a_reader_machine_whatever_order_ray_lists_them():
+    from raytfnode import locality
+    # Ray lists a block's copies in no particular order and does not say which is the primary
+    for holders in (["head", "m3"], ["m3", "head"]):
+        assert locality.home_machines([holders, ["m1"], []], ["m1", "m3"]) == ["m3", "m1", None]
+    assert locality.home_machines([["m2", "m1"], ["m1", "m2"]]) == ["m1", "m1"]      # no readers: the lowest id
+    assert locality.home_machines([["head", "m3", "m1"]], ["m3", "m1", "m3"]) == ["m1"]
+
+
 @pytest.mark.parametrize("block_rows,num_slots", [([3, 3, 3], 2), ([150] * 400, 2), ([1500] * 40, 3),
                                                   ([7, 0, 1, 30, 2], 4), ([5], 3)])
 def test_contiguous_plan_gives_each_node_its_level_share_in_whole_blocks_but_for_a_few(block_rows, num_slots):

@@ -33,7 +33,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ..epoch_cache import CACHE_SHARE_OF_STORE
 from ..errors import BadInputError
 from ..feeding import feed_inference_partition, feed_stored_epoch
-from ..locality import contiguous_plan, plan_epoch
+from ..locality import contiguous_plan, home_machines, plan_epoch
 from ..resources import object_store_bytes
 from ..stored import (block_pieces, check_block, join_blocks, join_plan, joined_layout, runs_of,
                       stored_block_rows)
@@ -131,7 +131,7 @@ def join_budgets(limit, machines):
     return {machine: int(store_bytes.get(machine, 0) * CACHE_SHARE_OF_STORE) for machine in machines}
 
 
-def join_small_blocks(blocks, layouts, chunk_bytes, chunk_rows, limit=None, taken=None):
+def join_small_blocks(blocks, layouts, chunk_bytes, chunk_rows, limit=None, taken=None, reader_machines=()):
     """Joins a Dataset's small blocks once, each run by a task on the run's machine.
 
     A few tasks per machine (as for the check) join its blocks under half a chunk
@@ -145,12 +145,14 @@ def join_small_blocks(blocks, layouts, chunk_bytes, chunk_rows, limit=None, take
       :chunk_bytes, chunk_rows: the feed's chunk; a joined block has at most ``chunk_rows`` rows.
       :limit: ``train(epoch_cache_bytes=...)``: the joined bytes allowed per machine (see :func:`join_budgets`).
       :taken: ``{machine: bytes}`` of that allowance held already (other Datasets' joined blocks).
+      :reader_machines: the machines of the fed nodes: a block held on several machines is joined on
+        one of these (:func:`block_machines`).
 
     Returns:
       ``(refs, layouts, held)``: the blocks to feed, each a block as it is or a joined one, their
       ``(rows, bytes per row)``, and ``{machine: bytes}`` of the joined blocks.
     """
-    homes = block_machines(blocks)
+    homes = block_machines(blocks, reader_machines)
     budgets = {machine: budget - (taken or {}).get(machine, 0)
                for machine, budget in join_budgets(limit, set(homes)).items()}
     plan = join_plan(layouts, homes, chunk_bytes, JOINED_CHUNKS * chunk_bytes, chunk_rows, budgets)
@@ -192,7 +194,7 @@ class JoinedBlocks:
         self._lock = threading.RLock()
         self._entries = weakref.WeakKeyDictionary()   # Dataset -> (key, (refs, layouts, held))
 
-    def units(self, dataset, blocks, chunk_bytes, chunk_rows, limit):
+    def units(self, dataset, blocks, chunk_bytes, chunk_rows, limit, reader_machines=()):
         """``(refs, layouts)`` to feed ``blocks`` (see :func:`join_small_blocks`); new blocks are checked."""
         key = (tuple(ref.binary() for ref in blocks), chunk_bytes, chunk_rows, limit)
         with self._lock:
@@ -202,7 +204,8 @@ class JoinedBlocks:
             units = kept[1]
         else:
             kept = None    # the old joined blocks go now: their bytes are free for the new ones
-            units = join_small_blocks(blocks, _block_layouts(blocks), chunk_bytes, chunk_rows, limit, taken)
+            units = join_small_blocks(blocks, _block_layouts(blocks), chunk_bytes, chunk_rows, limit, taken,
+                                      reader_machines)
         with self._lock:
             self._entries[dataset] = (key, units)
         return units[:2]
@@ -248,7 +251,7 @@ class _StoredFeedJob:
         machines = self.target.slot_machines
         if not self.target.data_locality:
             return [None] * len(block_rows)
-        homes = block_machines(refs) if len(set(machines)) > 1 else []
+        homes = block_machines(refs, machines) if len(set(machines)) > 1 else []
         if not any(homes):
             return contiguous_plan(block_rows, len(machines))
         return plan_epoch(block_rows, homes, machines)
@@ -257,14 +260,11 @@ class _StoredFeedJob:
         self.cancelled.set()
 
 
-def block_machines(blocks):
-    """The Ray node id holding each block's primary copy (``None`` where Ray does not know it)."""
+def block_machines(blocks, reader_machines=()):
+    """The Ray node id each block is read from (``None`` where Ray does not know it): of the machines
+    holding a copy, one of ``reader_machines`` first (:func:`raytfnode.locality.home_machines`)."""
     locations = get_object_locations(list(blocks))
-    homes = []
-    for ref in blocks:
-        node_ids = (locations.get(ref) or {}).get("node_ids") or []
-        homes.append(node_ids[0] if node_ids else None)
-    return homes
+    return home_machines([(locations.get(ref) or {}).get("node_ids") or [] for ref in blocks], reader_machines)
 
 
 def block_copies(blocks):
@@ -353,7 +353,7 @@ class RayDatasetSource:
         if self.joined is not None:
             def units():
                 return self.joined.units(self.dataset, blocks, target.chunk_bytes, target.chunk_rows,
-                                         self.epoch_cache_bytes)
+                                         self.epoch_cache_bytes, target.slot_machines)
         return _StoredFeedJob(target, epoch, blocks, units)
 
     def inference(self, target, cluster):
