@@ -61,6 +61,13 @@ def feed_table(results):
         if tfos:
             row += " {} |".format(ratio(e["rows_per_s"] / tfos["peer_value"]) if e["data"] == "mnist" else "")
         lines.append(row)
+    samples = {len(e.get("samples") or []) for e in feed}
+    pairs = {len(e.get("limit_feed_pairs") or []) for e in feed} - {0}
+    if samples:
+        lines += ["", "A feed is one epoch; rows/s is the best of {} feeds{}.".format(
+            "/".join(str(n) for n in sorted(samples)),
+            ", x its limit the median of their ratios to the limit timed right before each ({} pairs)".format(
+                "/".join(str(n) for n in sorted(pairs))) if pairs else "")]
     return lines
 
 
