@@ -11,7 +11,8 @@ log = logging.getLogger("bench")
 SIZES = {
     "full": dict(mnist_rows=60000, tiny_rows=1000000, partitions=4, train_epochs=5, train_batch=256, train_rounds=3,
                  startup_repeats=3, memory_queue_bytes=16 << 20, memory_sleep=0.25, scaling_nodes=(1, 2, 4),
-                 scaling_rows=(60000, 200000, 600000), scaling_partitions=(4, 40, 400), scaling_epochs=5, scaling_repeat=3, repeat=3,
+                 scaling_rows=(60000, 200000, 600000), scaling_partitions=(4, 40, 400), scaling_epochs=5,
+                 scaling_repeat=3, repeat=3,
                  inference_rows=60000,
                  memory_fit=dict(queue_bytes=32 << 20, chunk_bytes=8 << 20, fed_over_bound=4.0, sleep=0.02)),
     "tiny": dict(mnist_rows=3000, tiny_rows=40000, partitions=4, train_epochs=2, train_batch=128, train_rounds=1,
