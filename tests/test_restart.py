@@ -361,7 +361,8 @@ def _doubler(args, ctx):
 
 
 def _keras_digits(args, ctx):
-    """MWMS Keras on the digits; BackupAndRestore(ctx.checkpoint_dir); records the epochs each attempt ran."""
+    """MWMS Keras on the digits; BackupAndRestore(ctx.checkpoint_dir); records the epochs each attempt ran and
+    the test accuracy of the weights each of them started from."""
     import tensorflow as tf
     import tf_keras as keras
 
@@ -373,21 +374,28 @@ def _keras_digits(args, ctx):
         model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy", metrics=["accuracy"])
     feed = ctx.get_data_feed(input_mapping={"x": "x", "y": "y"})
     ds = feed.as_dataset(32).map(lambda d: (d["x"], d["y"]))
-    ran = []
+    test = np.load(args["test"])
+    x, y = test["x"], test["y"]
+
+    def accuracy():
+        # numpy, not predict: no TF op inside fit's strategy scope, so no collective in a callback
+        kernel1, bias1, kernel2, bias2 = model.get_weights()
+        hidden = np.maximum(x @ kernel1 + bias1, 0.0)
+        return float(np.mean(np.argmax(hidden @ kernel2 + bias2, axis=1) == y))
+
+    ran, start_accuracy = [], []
 
     class Record(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             ran.append(epoch)
+            start_accuracy.append(accuracy())
 
     model.fit(ds, epochs=args["epochs"], verbose=0,
               callbacks=[keras.callbacks.BackupAndRestore(ctx.checkpoint_dir), Record()])
     if ctx.executor_id == 0:
-        x, y = np.load(args["test"])["x"], np.load(args["test"])["y"]
-        local = keras.models.clone_model(model)   # outside the strategy: predict is no collective
-        local.set_weights(model.get_weights())
-        accuracy = float(np.mean(np.argmax(local.predict(x, verbose=0), axis=1) == y))
         _write_json(os.path.join(args["dir"], "result-a{}.json".format(ctx.attempt)),
-                    {"accuracy": accuracy, "epochs_ran": ran, "resume_epoch": ctx.resume_epoch})
+                    {"accuracy": accuracy(), "epochs_ran": ran, "start_accuracy": start_accuracy,
+                     "resume_epoch": ctx.resume_epoch})
 
 
 def _digits(tmp_path):
@@ -405,7 +413,7 @@ def _digits(tmp_path):
 
 
 @pytest.mark.timeout(600)
-def test_killed_worker_in_epoch_two_resumes_from_the_keras_backup_and_matches_an_uninterrupted_run(
+def test_killed_worker_in_epoch_two_resumes_from_the_keras_backup_weights(
         ray_cluster, no_leftovers, tmp_path):
     partitions, test_file = _digits(tmp_path)
     rows = sum(len(p) for p in partitions)
@@ -438,8 +446,12 @@ def test_killed_worker_in_epoch_two_resumes_from_the_keras_backup_and_matches_an
     assert clean["restarts"] == []
     uninterrupted = json.load(open(tmp_path / "clean" / "result-a0.json"))
     assert uninterrupted["epochs_ran"] == [0, 1, 2, 3]
-    assert abs(first["accuracy"] - uninterrupted["accuracy"]) <= 0.02, (first, uninterrupted)
-    assert first["accuracy"] > 0.85
+    # the restarted attempt starts from the backed-up weights: trained one epoch, like the clean run's after
+    # epoch 0 (0.84-0.90 here), not the untrained ones (about 0.1). The order of the rows differs between runs,
+    # so final accuracies differ by a few test rows either way; both must be those of a trained model.
+    assert uninterrupted["start_accuracy"][0] < 0.3 and uninterrupted["start_accuracy"][1] > 0.7, uninterrupted
+    assert first["start_accuracy"][0] > 0.7, (first, uninterrupted)
+    assert first["accuracy"] > 0.85 and uninterrupted["accuracy"] > 0.85, (first, uninterrupted)
 
 
 @pytest.mark.timeout(900)
