@@ -232,11 +232,37 @@ def _kill_when_consumed(cluster, executor_id, rows, killed, victim_id=None, vict
         time.sleep(0.02)
 
 
-def _train_while_killing(cluster, executor_id, victim_id=None, victim=None):
-    """Trains 3 epochs of ``_partitions()`` while ``_kill_when_consumed`` kills the victim; ``(report, killed)``."""
+def _kill_when_stopped(node, stopped, killed):
+    """Kills ``node`` once it wrote the file ``stopped`` (where it stopped), and appends what it wrote."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if os.path.exists(stopped):
+            ray.kill(node, no_restart=True)
+            killed.append(json.load(open(stopped)))
+            return
+        time.sleep(0.02)
+
+
+def _stop(args, ctx, done):
+    """The planned stop: on attempt 0, node ``args["stop_executor"]`` writes ``done`` (how far it got) to
+    ``args["stopped"]`` once ``done`` reached ``args["stop_after"]``, and waits there to be killed, so the
+    failure always lands mid-feed, however slow the machine."""
+    if ctx.attempt == 0 and ctx.executor_id == args.get("stop_executor") and done >= args["stop_after"]:
+        _write_json(args["stopped"], done)
+        time.sleep(600)
+
+
+def _train_while_killing(cluster, executor_id, victim_id=None, victim=None, stopped=None):
+    """Trains 3 epochs of ``_partitions()`` while the victim is killed, once node ``executor_id`` wrote the
+    file ``stopped`` (see ``_stop``), else once its queue counted ``ROWS // 4`` consumed rows;
+    ``(report, killed)``."""
     killed = []
-    watcher = threading.Thread(target=_kill_when_consumed, daemon=True,
-                               args=(cluster, executor_id, ROWS // 4, killed, victim_id, victim))
+    if stopped is None:
+        watcher = threading.Thread(target=_kill_when_consumed, daemon=True,
+                                   args=(cluster, executor_id, ROWS // 4, killed, victim_id, victim))
+    else:
+        node = cluster.nodes[executor_id if victim_id is None else victim_id]
+        watcher = threading.Thread(target=_kill_when_stopped, args=(node, stopped, killed), daemon=True)
     watcher.start()
     try:
         report = cluster.train(_partitions(), num_epochs=3, feed_timeout=120)
@@ -256,12 +282,17 @@ def _assert_attempt_read_every_epoch_whole(directory, attempt):
 
 @pytest.mark.parametrize("victim", ["chief", "ps"])
 def test_killed_chief_or_ps_node_restarts_the_whole_cluster(ray_cluster, no_leftovers, tmp_path, victim):
-    args = {"dir": str(tmp_path), "slow": 0.05}
+    # the roles are 3 nodes, 1 ps, master "chief": ps:0, chief:0, worker:0 in executor order
+    roles = ["ps:0", "chief:0", "worker:0"]
+    stopped = str(tmp_path / "stopped.json")
+    args = {"dir": str(tmp_path), "slow": 0.05, "stop_executor": roles.index("chief:0"), "stop_after": ROWS // 4,
+            "stopped": stopped}
     cluster = TFCluster.run(None, _reader_with_ps, args, 3, 1, master_node="chief",
                             input_mode=TFCluster.InputMode.SPARK, import_tensorflow=False, max_failures=1)
     names = ["{}:{}".format(*role) for role in cluster.roles]
+    assert names == roles
     victim_id = names.index("chief:0" if victim == "chief" else "ps:0")
-    report, killed = _train_while_killing(cluster, names.index("chief:0"), victim_id)
+    report, killed = _train_while_killing(cluster, names.index("chief:0"), victim_id, stopped=stopped)
     assert killed, "the node was never killed"
     restart, = report["restarts"]
     assert restart["node"] == names[victim_id] and "died" in restart["error"]
@@ -290,12 +321,14 @@ def _reader_with_ps(args, ctx):
         while True:
             time.sleep(0.1)
     feed = ctx.get_data_feed()
-    epoch = 0
+    epoch = read = 0
     while not feed.should_stop():
         ids = []
         for batch in feed.epoch_batches(8):
             ids.extend(int(v) for v in batch)
             time.sleep(args["slow"])
+            read += len(batch)
+            _stop(args, ctx, read)
         if feed.should_stop() and not ids:
             break
         _write_json(os.path.join(args["dir"], "a{}-{}-e{}.json".format(ctx.attempt, ctx.executor_id, epoch)), ids)
@@ -304,10 +337,12 @@ def _reader_with_ps(args, ctx):
 
 def test_inference_after_a_killed_node_returns_each_rows_answer_once_in_order(ray_cluster, no_leftovers, tmp_path):
     partitions = [list(range(p * 40, p * 40 + 40)) for p in range(6)]
-    cluster = TFCluster.run(None, _doubler, {"slow": 0.05}, 2, 0, input_mode=TFCluster.InputMode.SPARK,
-                            import_tensorflow=False, max_failures=1)
+    stopped = str(tmp_path / "stopped.json")
+    # worker:1 answers partitions 1, 3 and 5 (40 rows each): it dies after answering partition 1
+    cluster = TFCluster.run(None, _doubler, {"slow": 0.05, "stop_executor": 1, "stop_after": 40, "stopped": stopped},
+                            2, 0, input_mode=TFCluster.InputMode.SPARK, import_tensorflow=False, max_failures=1)
     killed = []
-    watcher = threading.Thread(target=_kill_when_consumed, args=(cluster, 1, 40, killed), daemon=True)
+    watcher = threading.Thread(target=_kill_when_stopped, args=(cluster.nodes[1], stopped, killed), daemon=True)
     watcher.start()
     try:
         results = cluster.inference(partitions, feed_timeout=120)
@@ -321,15 +356,16 @@ def test_inference_after_a_killed_node_returns_each_rows_answer_once_in_order(ra
 @pytest.mark.parametrize("spark", ["local"], indirect=True)
 @pytest.mark.parametrize("kind", ["rdd", "dataframe"])
 def test_spark_fed_inference_action_restarts_after_a_killed_node_and_answers_every_row_once_in_order(
-        spark, ray_cluster, no_leftovers, kind):
+        spark, ray_cluster, no_leftovers, kind, tmp_path):
     rows = list(range(240))
     rdd = spark.sparkContext.parallelize(rows, 6)
     data = rdd if kind == "rdd" else spark.createDataFrame(rdd.map(lambda v: (v,)), "v long")
-    cluster = TFCluster.run(spark, _doubler, {"slow": 0.05}, 2, 0, input_mode=TFCluster.InputMode.SPARK,
-                            import_tensorflow=False, max_failures=1)
+    stopped = str(tmp_path / "stopped.json")
+    cluster = TFCluster.run(spark, _doubler, {"slow": 0.05, "stop_executor": 1, "stop_after": 50, "stopped": stopped},
+                            2, 0, input_mode=TFCluster.InputMode.SPARK, import_tensorflow=False, max_failures=1)
     killed = []
     # worker:1 answers partitions 1, 3 and 5 (40 rows each): it dies reading partition 3, after partition 1
-    watcher = threading.Thread(target=_kill_when_consumed, args=(cluster, 1, 60, killed), daemon=True)
+    watcher = threading.Thread(target=_kill_when_stopped, args=(cluster.nodes[1], stopped, killed), daemon=True)
     watcher.start()
     try:
         results = cluster.inference(data, feed_timeout=120)
@@ -350,11 +386,14 @@ def test_spark_fed_inference_action_restarts_after_a_killed_node_and_answers_eve
 
 def _doubler(args, ctx):
     feed = ctx.get_data_feed(train_mode=False)
+    answered = 0
     while not feed.should_stop():
         batch = feed.next_batch(10)
         if batch:
             time.sleep(args["slow"])
             feed.batch_results([2 * (row[0] if isinstance(row, (tuple, list)) else row) for row in batch])
+            answered += len(batch)
+            _stop(args, ctx, answered)
 
 
 # ------------------------------------------------------------ Keras, BackupAndRestore, held-out accuracy
@@ -387,8 +426,16 @@ def _keras_digits(args, ctx):
 
     class Record(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
             ran.append(epoch)
             start_accuracy.append(accuracy())
+
+        def on_train_batch_end(self, batch, logs=None):
+            # the planned victim stops at an exact step and waits to be killed: MWMS trains in lockstep, so
+            # the epoch it stops in can neither end nor be backed up on any node
+            if (ctx.attempt, ctx.executor_id, self.epoch, batch) == (0, 1, *args.get("stop_at", (None, None))):
+                _write_json(args["stopped"], [self.epoch, batch])
+                time.sleep(600)
 
     model.fit(ds, epochs=args["epochs"], verbose=0,
               callbacks=[keras.callbacks.BackupAndRestore(ctx.checkpoint_dir), Record()])
@@ -419,24 +466,27 @@ def test_killed_worker_in_epoch_two_resumes_from_the_keras_backup_weights(
     rows = sum(len(p) for p in partitions)
     epochs = 4
 
-    def run(directory, kill_at):
+    def run(directory, stop_at):
         os.makedirs(directory, exist_ok=True)
-        args = {"dir": directory, "seed": 7, "epochs": epochs, "test": test_file}
+        stopped = os.path.join(directory, "stopped.json")
+        args = {"dir": directory, "seed": 7, "epochs": epochs, "test": test_file, "stopped": stopped}
+        if stop_at is not None:
+            args["stop_at"] = stop_at
         cluster = TFCluster.run(None, _keras_digits, args, 2, 0, input_mode=TFCluster.InputMode.SPARK,
                                 max_failures=2, checkpoint_dir=os.path.join(directory, "ckpt"))
         killed = []
-        if kill_at is not None:
-            threading.Thread(target=_kill_when_consumed, args=(cluster, 1, kill_at, killed), daemon=True).start()
+        if stop_at is not None:
+            threading.Thread(target=_kill_when_stopped, args=(cluster.nodes[1], stopped, killed), daemon=True).start()
         try:
             report = cluster.train(partitions, num_epochs=epochs, feed_timeout=180)
         finally:
             cluster.shutdown()
         return report, killed
 
-    per_node_epoch = rows // 2
-    kill_at = per_node_epoch + int(np.random.default_rng().integers(20, per_node_epoch - 20))   # inside epoch 2
-    report, killed = run(str(tmp_path / "killed"), kill_at)
-    assert killed, "worker:1 was never killed"
+    steps_per_epoch = rows // 2 // 32    # each node's share, in batches of 32
+    step = int(np.random.default_rng().integers(1, steps_per_epoch - 1))
+    report, killed = run(str(tmp_path / "killed"), (1, step))   # worker:1 is killed at that step of epoch 2
+    assert killed == [[1, step]], "worker:1 was never killed (step {} of epoch 2)".format(step)
     restart, = report["restarts"]
     assert restart["node"] == "worker:1" and restart["resume_epoch"] == 1   # epoch 1 (0-based) was backed up
     first = json.load(open(tmp_path / "killed" / "result-a1.json"))
