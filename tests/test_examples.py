@@ -43,7 +43,9 @@ def test_spark_digits_main_job(tmp_path):
     """The main job, full settings: RayDP Spark feeds chief:0 + worker:0, then a second cluster infers."""
     output, summary = run_example("spark_digits.py", "--tensorboard", "--export_dir", str(tmp_path / "export"),
                                   cwd=tmp_path)
-    assert float(summary["accuracy"]) >= 0.95, output[-4000:]
+    # 0.96-0.99 here on 325 held-out rows; the order of the rows varies between runs. Untrained weights or
+    # answers out of line with their rows score about 0.1.
+    assert float(summary["accuracy"]) >= 0.9, output[-4000:]
     # every training row reached exactly one of the two nodes, evenly
     fed = dict(pair.split("=") for pair in re.findall(r"\w+:\d=\d+", summary["rows_per_worker_per_epoch"]))
     assert set(fed) == {"chief:0", "worker:0"}

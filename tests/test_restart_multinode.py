@@ -33,14 +33,19 @@ def machines(multinode_cluster):
 
 
 def _reader(args, ctx):
-    """Reads every epoch (a little slowly, so the machine goes mid-feed); writes each completed epoch's ids."""
+    """Reads every epoch, writing each completed epoch's ids. On attempt 0 each node stops halfway through its
+    share of epoch 0, writes ``stopped-<executor>`` and waits there, so the machine always goes mid-feed."""
     feed = ctx.get_data_feed()
-    epoch = 0
+    epoch = read = 0
     while not feed.should_stop():
         ids = []
         for batch in feed.epoch_batches(20):
             ids.extend(int(v) for v in batch)
             time.sleep(0.02)
+            read += len(batch)
+            if ctx.attempt == 0 and read >= ROWS // 4:
+                open(os.path.join(args["out"], "stopped-{}".format(ctx.executor_id)), "w").close()
+                time.sleep(600)
         if not ids:
             break
         path = os.path.join(args["out"], "a{}-{}-e{}.json".format(ctx.attempt, ctx.executor_id, epoch))
@@ -49,11 +54,11 @@ def _reader(args, ctx):
         epoch += 1
 
 
-def _remove_when_reading(machines, node, cluster, removed):
-    queues = cluster.queue_actors
+def _remove_when_reading(machines, node, out, removed):
+    """Removes the machine ``node`` once a node of the first attempt stopped mid-feed (see ``_reader``)."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        if sum(ray.get(q.stats.remote(), timeout=30)["consumed_rows"] for q in queues) >= ROWS // 2:
+        if any(name.startswith("stopped-") for name in os.listdir(out)):
             machines.cluster.remove_node(node, allow_graceful=False)
             removed.append(time.monotonic())
             return
@@ -77,7 +82,7 @@ def _train_and_lose_a_machine(machines, tmp_path, doomed, strategy, reservation_
                             max_failures=1, reservation_timeout=reservation_timeout)
     first_machines = [info["node_id"] for info in cluster.cluster_info]
     removed = []
-    remover = threading.Thread(target=_remove_when_reading, args=(machines, doomed, cluster, removed), daemon=True)
+    remover = threading.Thread(target=_remove_when_reading, args=(machines, doomed, str(tmp_path), removed), daemon=True)
     remover.start()
     try:
         return cluster, first_machines, removed, cluster.train(partitions, num_epochs=3, feed_timeout=120)
