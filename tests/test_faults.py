@@ -525,7 +525,9 @@ def test_feed_timeout_counts_from_map_fun_not_from_the_tensorflow_import(spark, 
             feed.next_batch(100)
 
     cluster = clusters(read_all, sc=spark, import_tensorflow=True)
-    report = cluster.train(spark.sparkContext.parallelize(range(2000), 4), num_epochs=1, feed_timeout=1)
+    # 2 s: shorter than the nodes' TensorFlow imports at once on 2 cores (3-5 s each here); once map_fun
+    # reads, a pause of a node on the busy machine (the other one may still be importing) must stay under it
+    report = cluster.train(spark.sparkContext.parallelize(range(2000), 4), num_epochs=1, feed_timeout=2)
     assert report["consumed"] == 2000, report
     imports = [status["import_seconds"] for status in cluster.node_status()]
     assert all(seconds is not None for seconds in imports), imports
