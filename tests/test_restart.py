@@ -1,8 +1,9 @@
 """Restarting a failed TF cluster (``TFCluster.run(max_failures=...)``) on a real local Ray, with real TensorFlow.
 
 Nodes write what they read into ``tmp_path`` (one file per attempt, node and epoch), so the tests check
-exactly which rows each attempt consumed. Nodes are killed with ``ray.kill`` from a driver thread once the
-node has consumed a chosen number of rows (the test waits on the node's own counter, not on a clock).
+exactly which rows each attempt consumed. A planned node of the first attempt stops at a chosen point of
+its feed, writes a file there and waits; a driver thread then kills the victim (a node or a queue actor)
+with ``ray.kill``, so the failure lands mid-feed however slow the machine is.
 """
 import glob
 import json
@@ -214,30 +215,13 @@ def test_map_fun_failing_before_any_data_in_the_same_place_is_not_retried(ray_cl
     assert cluster.attempt == 1 and len(caught.value.attempts) == 1
 
 
-def _kill_when_consumed(cluster, executor_id, rows, killed, victim_id=None, victim=None):
-    """Kills a node of the cluster's first attempt (``victim_id``, else ``executor_id``), or the actor
-    ``victim``, once node ``executor_id``'s queue counted ``rows`` consumed rows."""
-    queue = cluster.queue_actors[executor_id]
-    node = victim or cluster.nodes[executor_id if victim_id is None else victim_id]
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        try:
-            consumed = ray.get(queue.stats.remote(), timeout=10)["consumed_rows"]
-        except Exception:  # noqa: BLE001  (the queue went away: the test fails on `killed`)
-            return
-        if consumed >= rows:
-            ray.kill(node, no_restart=True)
-            killed.append(consumed)
-            return
-        time.sleep(0.02)
-
-
-def _kill_when_stopped(node, stopped, killed):
-    """Kills ``node`` once it wrote the file ``stopped`` (where it stopped), and appends what it wrote."""
+def _kill_when_stopped(victim, stopped, killed):
+    """Kills the actor ``victim`` once a node wrote the file ``stopped`` (where it stopped); appends what it
+    wrote to ``killed``."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         if os.path.exists(stopped):
-            ray.kill(node, no_restart=True)
+            ray.kill(victim, no_restart=True)
             killed.append(json.load(open(stopped)))
             return
         time.sleep(0.02)
@@ -252,17 +236,11 @@ def _stop(args, ctx, done):
         time.sleep(600)
 
 
-def _train_while_killing(cluster, executor_id, victim_id=None, victim=None, stopped=None):
-    """Trains 3 epochs of ``_partitions()`` while the victim is killed, once node ``executor_id`` wrote the
-    file ``stopped`` (see ``_stop``), else once its queue counted ``ROWS // 4`` consumed rows;
-    ``(report, killed)``."""
+def _train_while_killing(cluster, victim, stopped):
+    """Trains 3 epochs of ``_partitions()`` while ``victim`` (a node or queue actor) is killed once a node
+    wrote the file ``stopped`` (see ``_stop``); ``(report, killed)``."""
     killed = []
-    if stopped is None:
-        watcher = threading.Thread(target=_kill_when_consumed, daemon=True,
-                                   args=(cluster, executor_id, ROWS // 4, killed, victim_id, victim))
-    else:
-        node = cluster.nodes[executor_id if victim_id is None else victim_id]
-        watcher = threading.Thread(target=_kill_when_stopped, args=(node, stopped, killed), daemon=True)
+    watcher = threading.Thread(target=_kill_when_stopped, args=(victim, stopped, killed), daemon=True)
     watcher.start()
     try:
         report = cluster.train(_partitions(), num_epochs=3, feed_timeout=120)
@@ -292,7 +270,7 @@ def test_killed_chief_or_ps_node_restarts_the_whole_cluster(ray_cluster, no_left
     names = ["{}:{}".format(*role) for role in cluster.roles]
     assert names == roles
     victim_id = names.index("chief:0" if victim == "chief" else "ps:0")
-    report, killed = _train_while_killing(cluster, names.index("chief:0"), victim_id, stopped=stopped)
+    report, killed = _train_while_killing(cluster, cluster.nodes[victim_id], stopped)
     assert killed, "the node was never killed"
     restart, = report["restarts"]
     assert restart["node"] == names[victim_id] and "died" in restart["error"]
@@ -304,9 +282,11 @@ def test_killed_chief_or_ps_node_restarts_the_whole_cluster(ray_cluster, no_left
 def test_killed_queue_actor_restarts_the_cluster_and_the_feed_finishes(ray_cluster, no_leftovers, tmp_path):
     # a node's queue actor lives on the driver's machine; killed mid-feed, it fails its node (named), and
     # max_failures restarts the cluster with new queue actors
-    cluster = TFCluster.run(None, _reader_with_ps, {"dir": str(tmp_path), "slow": 0.05}, 2, 0,
+    stopped = str(tmp_path / "stopped.json")
+    args = {"dir": str(tmp_path), "slow": 0.05, "stop_executor": 0, "stop_after": ROWS // 4, "stopped": stopped}
+    cluster = TFCluster.run(None, _reader_with_ps, args, 2, 0,
                             input_mode=TFCluster.InputMode.SPARK, import_tensorflow=False, max_failures=1)
-    report, killed = _train_while_killing(cluster, 0, None, plain(cluster.queue_actors[1]))
+    report, killed = _train_while_killing(cluster, plain(cluster.queue_actors[1]), stopped)
     assert killed, "the queue actor was never killed"
     restart, = report["restarts"]
     assert restart["node"] == "worker:1" and "its queue actor" in restart["error"] and "died" in restart["error"]
