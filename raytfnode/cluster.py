@@ -1105,7 +1105,8 @@ def _launch(cluster):
         waited = _start_actors(cluster, requests, config["placement_strategy"], config["driver_ps_nodes"],
                                config["queue_max_bytes"], config["runtime_env"], config["reservation_timeout"],
                                config["log_level"])
-        infos = _reserve(cluster, requests, config["reservation_timeout"], config["import_tensorflow"], waited)
+        infos = _reserve(cluster, requests, config["reservation_timeout"], config["import_tensorflow"],
+                         config["payload"], waited)
         cluster.cluster_info = [dict(info, job_name=job, task_index=index, authkey=cluster._secret,
                                      addr=manager_address(cluster.namespace, cluster._queue_actor_name(eid)))
                                 for eid, (info, (job, index)) in enumerate(zip(infos, cluster.roles))]
@@ -1113,7 +1114,7 @@ def _launch(cluster):
         cluster.cluster_spec = roles_lib.cluster_spec(cluster.roles, addresses)
         fed = cluster._fed()
         context_fields = dict(config["context_fields"], attempt=cluster.attempt)
-        starts = [node.start.remote(config["payload"], cluster.cluster_spec,
+        starts = [node.start.remote(None, cluster.cluster_spec,   # reserve() loaded the payload
                                     dict(context_fields, detect_resume=cluster.attempt > 0 and eid == fed[0]),
                                     config["release_port"])
                   for eid, node in enumerate(cluster.nodes)]
@@ -1283,9 +1284,11 @@ def _wait_placed(refs, timeout):
     return pending
 
 
-def _reserve(cluster, requests, reservation_timeout, import_tensorflow, waited=0.0):
-    """Waits for every node to be placed and reserve its port, ``reservation_timeout`` in all (``waited`` spent)."""
-    refs = [node.reserve.remote(import_tensorflow) for node in cluster.nodes]
+def _reserve(cluster, requests, reservation_timeout, import_tensorflow, payload, waited=0.0):
+    """Waits for every node to be placed, reserve its port and load ``payload`` (``map_fun``, ``tf_args``),
+    ``reservation_timeout`` in all (``waited`` spent); a node that cannot load it fails with its own message."""
+    from ray.exceptions import RayTaskError
+    refs = [node.reserve.remote(import_tensorflow, payload) for node in cluster.nodes]
     pending = _wait_placed(refs, max(reservation_timeout - waited, 0.1))
     if pending:
         waiting = [roles_lib.node_name(*cluster.roles[refs.index(ref)]) for ref in pending]
@@ -1299,6 +1302,10 @@ def _reserve(cluster, requests, reservation_timeout, import_tensorflow, waited=0
     for eid, ref in enumerate(refs):
         try:
             infos.append(ray.get(ref))
+        except RayTaskError as exc:
+            if isinstance(exc.cause, BadInputError):
+                raise BadInputError(str(exc.cause)) from None
+            raise
         except RayActorError as exc:
             job_name, task_index = cluster.roles[eid]
             raise NodeError(job_name, task_index, "its actor failed to start: {}".format(exc)) from None

@@ -70,14 +70,24 @@ class _TFNode:
         self.started_at = None
         self.tensorboard = None
         self.import_tensorflow = False
+        self.loaded = None              # (map_fun, tf_args), loaded by reserve()
+        self.import_thread = None       # imports TensorFlow from reserve() on (import_tensorflow)
+        self.import_failure = None      # what that import raised, re-raised on the map_fun thread
         self.import_seconds = None      # seconds the import of TensorFlow took (import_tensorflow), once done
 
-    def reserve(self, import_tensorflow=True):
-        """Reserves a port (held open until ``release_port``).
+    def reserve(self, import_tensorflow=True, payload=None):
+        """Reserves a port (held open until ``release_port``) and loads ``map_fun``.
 
-        With ``import_tensorflow`` the node imports TensorFlow on its ``map_fun`` thread right before
-        ``map_fun`` runs: ``run()`` returns without waiting for it, so the driver starts feeding while the
-        nodes import (TensorFlowOnSpark's nodes import it inside ``map_fun`` the same way).
+        ``payload`` is ``cloudpickle.dumps((map_fun, tf_args))``: it is unpickled here, so a module
+        this machine cannot import fails ``run()`` with a message that names it (``start`` then
+        needs no payload). With ``import_tensorflow`` the node then starts importing TensorFlow on a
+        thread of its own, while ``run()`` builds the cluster spec and starts the other nodes; the
+        ``map_fun`` thread waits for that import (an import error fails ``map_fun`` with its
+        traceback). The payload is loaded first because two threads importing the same packages at
+        once can hand one of them a partly initialized module (a ``map_fun`` module that imports
+        ``tf_keras`` before ``tensorflow``). ``run()`` returns without waiting for the import, so
+        the driver starts feeding while the nodes import (TensorFlowOnSpark's nodes import it
+        inside ``map_fun``, once their cluster is up).
 
         Returns a dict with the node's ``host``, ``port``, ``gpu_ids``, Ray ``node_id``,
         ``pid`` and assigned ``resources``.
@@ -88,6 +98,12 @@ class _TFNode:
         sock.bind(("", 0))
         self.socket = sock
         self.import_tensorflow = import_tensorflow
+        if payload is not None:
+            self.loaded = _load_payload(payload, self.name)
+        if import_tensorflow and self.import_thread is None:
+            self.import_thread = threading.Thread(target=self._import_tensorflow, daemon=True,
+                                                  name="import-tensorflow-" + self.name)
+            self.import_thread.start()
         context = ray.get_runtime_context()
         return {
             "host": host,
@@ -101,11 +117,10 @@ class _TFNode:
     def start(self, payload, spec, context_fields, release_port=True):
         """Sets ``TF_CONFIG`` and starts ``map_fun(tf_args, ctx)`` on a daemon thread.
 
-        ``payload`` is ``cloudpickle.dumps((map_fun, tf_args))``: it is unpickled here,
-        so a module this machine cannot import fails with a message that names it.
+        ``payload`` is as in ``reserve``, or ``None`` for the one ``reserve`` loaded.
         """
         from .roles import tf_config
-        map_fun, tf_args = _load_payload(payload, self.name)
+        map_fun, tf_args = self.loaded if payload is None else _load_payload(payload, self.name)
         os.environ["TF_CONFIG"] = tf_config(spec, self.job_name, self.task_index)
         context_fields = dict(context_fields)
         if context_fields.pop("detect_resume", False):
@@ -130,12 +145,20 @@ class _TFNode:
         self.thread.start()
         return self.name
 
+    def _import_tensorflow(self):
+        started = time.monotonic()
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException as exc:  # noqa: BLE001  (raised again on the map_fun thread, traceback and all)
+            self.import_failure = exc
+        self.import_seconds = time.monotonic() - started
+
     def _run(self, map_fun, tf_args, ctx):
         try:
             if self.import_tensorflow:
-                started = time.monotonic()
-                import tensorflow  # noqa: F401  (before map_fun, on the thread that runs it: never two importers)
-                self.import_seconds = time.monotonic() - started
+                self.import_thread.join()   # map_fun starts once TensorFlow is imported
+                if self.import_failure is not None:
+                    raise self.import_failure
                 ray.get(self.queues.node_reading.remote(), timeout=60)
             map_fun(tf_args, ctx)
         except BaseException as exc:  # noqa: BLE001  (everything must reach the driver)
@@ -172,6 +195,8 @@ class _TFNode:
 
         ``'0.0.0.0'`` listens on every interface; the URL then names the node's address.
         """
+        if self.import_thread is not None:
+            self.import_thread.join()   # TensorFlow's own import loads tensorboard's modules: never two importers
         try:
             import tensorboard  # noqa: F401
         except ImportError:

@@ -586,18 +586,30 @@ def test_losing_a_machine_that_holds_only_dataset_blocks_is_recovered_with_every
 
 
 def _user_package(root, name):
-    """Writes a package ``name`` under ``root`` whose map_fun reports the file it was imported from."""
+    """Writes a package ``name`` under ``root`` whose map_fun reports the file it was imported from.
+
+    On the nodes (``RTN_TEST_TOP_LEVEL_TF_KERAS`` set) the package imports ``tf_keras`` at its top,
+    before TensorFlow, as Keras programs do: TensorFlow's own import loads ``tf_keras`` too, so
+    the node must load the package before it starts importing TensorFlow, never both at once.
+    """
     package = root / name
     package.mkdir(parents=True)
     (package / "__init__.py").write_text(textwrap.dedent("""
         import json
         import os
 
+        if os.environ.get("RTN_TEST_TOP_LEVEL_TF_KERAS"):
+            import tf_keras
+
 
         def map_fun(args, ctx):
+            report = {"node": "{}:{}".format(ctx.job_name, ctx.task_index), "file": __file__}
+            if os.environ.get("RTN_TEST_TOP_LEVEL_TF_KERAS"):
+                import tensorflow as tf
+                report["dense_units"] = tf_keras.layers.Dense(3)(tf.zeros([1, 2])).shape[-1]
             path = os.path.join(args["out"], "{}-{}.json".format(ctx.job_name, ctx.task_index))
             with open(path, "w") as f:
-                json.dump({"node": "{}:{}".format(ctx.job_name, ctx.task_index), "file": __file__}, f)
+                json.dump(report, f)
     """))
     return package
 
@@ -620,8 +632,9 @@ def test_map_fun_of_a_module_the_machines_lack_fails_naming_it_and_runs_with_run
         out = tmp_path / "out"
         out.mkdir()
         cluster = TFCluster.run(None, module.map_fun, {"out": str(out)}, 2, 0, resources=TF_NODE,
-                                placement_strategy="STRICT_SPREAD", import_tensorflow=False,
-                                reservation_timeout=120, runtime_env={"py_modules": [str(package)]})
+                                placement_strategy="STRICT_SPREAD", import_tensorflow=True,
+                                reservation_timeout=120, runtime_env={"py_modules": [str(package)]},
+                                env_vars={"RTN_TEST_TOP_LEVEL_TF_KERAS": "1"})
         cluster.shutdown()
     finally:
         sys.path.remove(str(root))
@@ -631,3 +644,4 @@ def test_map_fun_of_a_module_the_machines_lack_fails_naming_it_and_runs_with_run
     assert len({info["node_id"] for info in cluster.cluster_info}) == 2
     for report in reports.values():    # imported from the copy Ray shipped, not from the driver's directory
         assert not report["file"].startswith(str(root)), report["file"]
+        assert report["dense_units"] == 3, report
