@@ -162,8 +162,8 @@ def startup_memory_lines(results):
     s = results.get("startup")
     if s and s.get("run_seconds_median") is not None:
         ready = s.get("ready_seconds_median")
-        out.append("* `run()` of a 2-node cluster with `import_tensorflow=True` (each node imports TensorFlow on its "
-                   "`map_fun` thread once `run()` has returned): {:.2f} s median (min {:.2f}; {}`import tensorflow` "
+        out.append("* `run()` of a 2-node cluster with `import_tensorflow=True` (each node starts importing "
+                   "TensorFlow once it is placed and has loaded `map_fun`; `run()` does not wait for it): {:.2f} s median (min {:.2f}; {}`import tensorflow` "
                    "alone {} s in a fresh process; {} s with `import_tensorflow=False`); `shutdown()` of the running "
                    "nodes {:.2f} s median.".format(
                        s["run_seconds_median"], s["run_seconds_min"],
