@@ -1114,7 +1114,7 @@ def _launch(cluster):
         cluster.cluster_spec = roles_lib.cluster_spec(cluster.roles, addresses)
         fed = cluster._fed()
         context_fields = dict(config["context_fields"], attempt=cluster.attempt)
-        starts = [node.start.remote(None, cluster.cluster_spec,   # reserve() loaded the payload
+        starts = [node.start.remote(cluster.cluster_spec,   # reserve() loaded map_fun
                                     dict(context_fields, detect_resume=cluster.attempt > 0 and eid == fed[0]),
                                     config["release_port"])
                   for eid, node in enumerate(cluster.nodes)]
@@ -1140,15 +1140,10 @@ def _launch(cluster):
 
 
 def _wait_started(cluster, starts):
-    """Waits for every node's ``start``; a node that cannot load ``map_fun`` fails with its own message."""
-    from ray.exceptions import RayTaskError
+    """Waits for every node's ``start``; a node whose actor died is named."""
     for eid, ref in enumerate(starts):
         try:
             ray.get(ref)
-        except RayTaskError as exc:
-            if isinstance(exc.cause, BadInputError):
-                raise BadInputError(str(exc.cause)) from None
-            raise
         except RayActorError as exc:
             raise NodeError(*cluster.roles[eid], "its actor died while starting map_fun: {}".format(
                 actor_death_message(exc))) from None

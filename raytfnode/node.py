@@ -75,12 +75,11 @@ class _TFNode:
         self.import_failure = None      # what that import raised, re-raised on the map_fun thread
         self.import_seconds = None      # seconds the import of TensorFlow took (import_tensorflow), once done
 
-    def reserve(self, import_tensorflow=True, payload=None):
+    def reserve(self, import_tensorflow, payload):
         """Reserves a port (held open until ``release_port``) and loads ``map_fun``.
 
         ``payload`` is ``cloudpickle.dumps((map_fun, tf_args))``: it is unpickled here, so a module
-        this machine cannot import fails ``run()`` with a message that names it (``start`` then
-        needs no payload). With ``import_tensorflow`` the node then starts importing TensorFlow on a
+        this machine cannot import fails ``run()`` with a message that names it. With ``import_tensorflow`` the node then starts importing TensorFlow on a
         thread of its own, while ``run()`` builds the cluster spec and starts the other nodes; the
         ``map_fun`` thread waits for that import (an import error fails ``map_fun`` with its
         traceback). The payload is loaded first because two threads importing the same packages at
@@ -98,8 +97,7 @@ class _TFNode:
         sock.bind(("", 0))
         self.socket = sock
         self.import_tensorflow = import_tensorflow
-        if payload is not None:
-            self.loaded = _load_payload(payload, self.name)
+        self.loaded = _load_payload(payload, self.name)
         if import_tensorflow and self.import_thread is None:
             self.import_thread = threading.Thread(target=self._import_tensorflow, daemon=True,
                                                   name="import-tensorflow-" + self.name)
@@ -114,13 +112,10 @@ class _TFNode:
             "resources": context.get_assigned_resources(),
         }
 
-    def start(self, payload, spec, context_fields, release_port=True):
-        """Sets ``TF_CONFIG`` and starts ``map_fun(tf_args, ctx)`` on a daemon thread.
-
-        ``payload`` is as in ``reserve``, or ``None`` for the one ``reserve`` loaded.
-        """
+    def start(self, spec, context_fields, release_port=True):
+        """Sets ``TF_CONFIG`` and starts ``map_fun(tf_args, ctx)``, which ``reserve`` loaded, on a daemon thread."""
         from .roles import tf_config
-        map_fun, tf_args = self.loaded if payload is None else _load_payload(payload, self.name)
+        map_fun, tf_args = self.loaded
         os.environ["TF_CONFIG"] = tf_config(spec, self.job_name, self.task_index)
         context_fields = dict(context_fields)
         if context_fields.pop("detect_resume", False):
