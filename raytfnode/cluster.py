@@ -243,10 +243,22 @@ class TFCluster:
             raise BadInputError("feed_timeout must be a positive number of seconds, got {!r}".format(feed_timeout))
 
     def _before_feeding(self, qname):
-        """``(input_mapping the fed nodes gave for qname, node that terminated the feed or None)``, asked together."""
-        terminated = self.coordinator.terminated.remote()
-        mappings = ray.get([self.queue_actors[eid].kv_get.remote("input_mapping:" + qname) for eid in self._fed()])
-        return next((mapping for mapping in mappings if mapping), None), ray.get(terminated)
+        """``(input_mapping the fed nodes gave for qname, node that terminated the feed or None, stats)``.
+
+        One round of calls to the fed nodes' queues answers all three: ``stats`` holds their counters
+        (as :meth:`_fed_stats`), the baseline of the feed that follows.
+        """
+        stats = self._fed_stats(qname)
+        mapping = next((stat.get("input_mapping") for stat in stats if stat.get("input_mapping")), None)
+        return mapping, self._terminated_by(stats), stats
+
+    def _terminated_by(self, stats):
+        """The fed node that called ``DataFeed.terminate()`` (which ends the cluster's feeding), or ``None``.
+
+        Each node's queue knows whether its node terminated (and tells the coordinator, which the
+        producers ask); the driver reads it from the counters it asks for anyway, saving a round trip.
+        """
+        return next((stat["node"] for stat in stats if stat.get("terminated")), None)
 
     def _watch(self, job, target, description, progress=None):
         """Runs ``job(cancel_event)`` on a thread while watching the nodes; returns its result."""
@@ -442,7 +454,7 @@ class TFCluster:
                 what = "a stream" if getattr(source, "streaming", False) else "a " + type(data).__name__
                 raise BadInputError("feed_tasks applies to a static Spark RDD or DataFrame, not to {}".format(what))
             source.feed_tasks = feed_tasks
-        input_mapping, terminated = self._before_feeding(qname)
+        input_mapping, terminated, baseline = self._before_feeding(qname)
         source.validate(input_mapping)
         if getattr(source, "streaming", False):
             return source.train_stream(self, qname, feed_timeout, num_epochs=num_epochs, **stream_options)
@@ -474,8 +486,9 @@ class TFCluster:
                     continue
             try:
                 self._raise_node_error()
+                counters, baseline = baseline, None   # after a restart the new queues are read afresh
                 self._feed_epochs(source, qname, feed_timeout, epoch, num_epochs, report, epoch_rows, position,
-                                  progress, epoch_cache_bytes)
+                                  progress, epoch_cache_bytes, counters)
                 self._raise_node_error()
                 break
             except NodeError as error:
@@ -513,15 +526,17 @@ class TFCluster:
                             "to feed more data".format(terminated))
 
     def _feed_epochs(self, source, qname, feed_timeout, first_epoch, num_epochs, report, epoch_rows, position,
-                     show=None, epoch_cache_bytes=None):
+                     show=None, epoch_cache_bytes=None, baseline=None):
         """Feeds epochs ``first_epoch..num_epochs-1`` to the current attempt's nodes.
 
         The first of them comes from ``source``; the others from the nodes' epoch
         caches when every node kept all of its rows (:mod:`raytfnode.epoch_cache`),
-        else from ``source`` again.
+        else from ``source`` again. ``baseline`` is the queues' counters read before
+        this call (``None``: read now), the feed's baseline.
         """
         target = self._target(qname, feed_timeout)
-        stats = self._fed_stats()   # before the producers start: the progress baseline and the restart bookkeeping
+        # before the producers start: the progress baseline and the restart bookkeeping
+        stats = baseline if baseline is not None else self._fed_stats()
         display = FeedProgress([self.queue_actors[i] for i in self._fed()], target.node_names, "train",
                                num_epochs=num_epochs, enabled=self._progress if show is None else show,
                                baseline=stats)
@@ -555,9 +570,8 @@ class TFCluster:
                     self.queue_actors[eid].put_marker.remote(qname, (END_EPOCH, target.feed_id, epoch))
                 if epoch + 1 == num_epochs:
                     break
-                terminated = self.coordinator.terminated.remote()
                 stats = self._fed_stats()
-                if ray.get(terminated) is not None:
+                if self._terminated_by(stats) is not None:
                     report["skipped_epochs"] = num_epochs - epoch - 1
                     if report["skipped_epochs"]:
                         logger.info("feeding was terminated: the %d remaining epochs are not fed",
@@ -605,9 +619,12 @@ class TFCluster:
 
     # ---------------------------------------------------------- restarts
 
-    def _fed_stats(self):
-        """Counters of the fed nodes' queues (``{}`` for a queue actor that does not answer)."""
-        refs = [self.queue_actors[eid].stats.remote() for eid in self._fed()]
+    def _fed_stats(self, qname=None):
+        """Counters of the fed nodes' queues (``{}`` for a queue actor that does not answer).
+
+        ``qname`` adds each node's ``input_mapping`` for that queue.
+        """
+        refs = [self.queue_actors[eid].stats.remote(qname) for eid in self._fed()]
         stats = []
         for ref in refs:
             try:
@@ -708,7 +725,7 @@ class TFCluster:
         self._check_feed_args(qname, feed_timeout)
         from .bridges import source_for
         source = source_for(data, self.sc)
-        input_mapping, terminated = self._before_feeding(qname)
+        input_mapping, terminated, _ = self._before_feeding(qname)
         source.validate(input_mapping)
         if stream_options and not getattr(source, "streaming", False):
             raise BadInputError("options {} apply to a stream only".format(sorted(stream_options)))

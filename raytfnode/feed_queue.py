@@ -192,9 +192,13 @@ class _NodeQueues:
         self.signal.notify()
         return dropped_rows
 
-    def stats(self):
-        """Counters for progress reports: rows fed, consumed and skipped, bytes queued, state."""
-        return {
+    def stats(self, qname=None):
+        """Counters for progress reports: rows fed, consumed and skipped, bytes queued, state.
+
+        With ``qname``, also the ``input_mapping`` the node gave for that queue (``None`` until it did), so
+        a feed learns both in one call.
+        """
+        counters = {
             "node": self.node_name,
             "state": self.node.state,
             "fed_rows": self.ledger.fed_rows,
@@ -206,7 +210,11 @@ class _NodeQueues:
             "queued_bytes": {name: lane.bound.bytes for name, lane in self.lanes.items()},
             "queued_entries": {name: len(lane.queue) for name, lane in self.lanes.items()},
             "error": self.node.error,
+            "terminated": self.node.terminated,
         }
+        if qname is not None:
+            counters["input_mapping"] = self.values.get("input_mapping:" + qname)
+        return counters
 
     # ---------------------------------------------------------- key / value
 
@@ -570,6 +578,26 @@ class _NodeQueues:
             self.ledger.lost(key)
             lane.queue.finish(1)
         self.signal.notify()
+
+    async def put_and_wait(self, name, entries, answers, timeout):
+        """Queues a node's share of an epoch of rows already in the object store, then waits until it was read.
+
+        One call per node and epoch for a Ray Dataset, instead of a put per piece and a wait: the
+        pieces count 0 bytes against the bound (they hold no memory of their own), so none waits for
+        room. ``entries`` is ``[(index, key, box, num_rows)]``; ``answers`` is the coordinator's
+        ``assign_all`` answer for the epoch, which Ray resolves before this call runs (the producer
+        does not wait for it): an entry whose answer (``answers[index]``) is ``None``, because a node
+        terminated the feed, is not queued. Returns :meth:`wait_consumed`'s summary of the queued ones.
+        """
+        keys = []
+        for index, key, box, num_rows in entries:
+            if answers[index] is None:
+                continue
+            await self.put_chunk(name, key, box, num_rows, 0, None, False, timeout)
+            keys.append(key)
+        if not keys:
+            return {"consumed": 0, "skipped": 0, "lost": []}
+        return await self.wait_consumed(keys, timeout)
 
     async def wait_consumed(self, keys, timeout):
         """Waits until every chunk in ``keys`` was consumed, skipped or lost (to be re-sent).

@@ -202,9 +202,12 @@ def feed_stored_epoch(target, epoch, pieces, partitions, cancelled=None):
 
     The rows need no cutting or copying, and their size is known before the
     first put, so the whole epoch goes at once: one coordinator call splits
-    every piece, every part goes to its node's queue in calls that run
-    together (a part holds references and counts 0 bytes against the bound),
-    and one call per node waits until it read its parts.
+    every piece, and one call per node queues that node's parts (a part holds
+    references and counts 0 bytes against the bound) and waits until the node
+    read them. When every piece is planned to one node (data locality, the
+    default), the split is known before the coordinator answers: its answer
+    goes to the nodes' calls as an argument, which Ray resolves on the way,
+    so the epoch costs one round trip instead of three.
 
     Args:
       :target: the :class:`FeedTarget`.
@@ -221,21 +224,44 @@ def feed_stored_epoch(target, epoch, pieces, partitions, cancelled=None):
     chunks = [((target.feed_id, epoch, index, 0), piece) for index, piece in enumerate(pieces)]
     stats = {"epoch": epoch, "rows": sum(piece.num_rows for piece in pieces), "consumed": 0, "skipped": 0,
              "partitions": partitions}
-    answers = ray.get(coordinator.assign_all.remote(
-        target.feed_id, epoch, [(key, piece.num_rows, piece.slot) for key, piece in chunks]))
-    keys = [[] for _ in queues]
-    calls, call_slots, outcomes = [], [], []
-    for (chunk_key, piece), counts in zip(chunks, answers):
-        if counts is None:
-            stats["skipped"] += piece.num_rows
-            continue
-        if cancelled is not None and cancelled.is_set():
-            _discard(calls)
-            raise FeedError("{}: the feed was cancelled".format(where))
-        _put_split(target, queues, chunk_key, piece, counts, calls, call_slots, keys)
-    _settle(calls, call_slots, target.node_names, outcomes, 0)
-    _wait_consumed(target, queues, keys, where, stats)
+    if cancelled is not None and cancelled.is_set():
+        raise FeedError("{}: the feed was cancelled".format(where))
+    answers = coordinator.assign_all.remote(
+        target.feed_id, epoch, [(key, piece.num_rows, piece.slot) for key, piece in chunks])
+    if all(piece.slot is not None for piece in pieces):
+        shares = stored_shares(chunks, [[0] * piece.slot + [piece.num_rows] for piece in pieces], len(queues))
+        given = answers
+    else:
+        given = ray.get(answers)
+        shares = stored_shares(chunks, given, len(queues))
+    waits = [(slot, queues[slot].put_and_wait.remote(target.qname, share, given, target.feed_timeout))
+             for slot, share in enumerate(shares) if share]
+    try:
+        _gather_consumed(target, waits, where, stats)
+    except BaseException:
+        ready, _ = ray.wait([answers], timeout=0)
+        if ready:
+            ray.get(answers)   # the coordinator's own error, when it refused the epoch
+        raise
+    stats["skipped"] += sum(piece.num_rows for piece, counts in zip(pieces, ray.get(answers)) if counts is None)
     return stats
+
+
+def stored_shares(chunks, counts, slots):
+    """What each of ``slots`` nodes is fed of ``chunks`` (``[(chunk key, stored piece)]``) when piece ``i``
+    is split as ``counts[i]`` says (rows per slot, in slot order; ``None``: not fed): per slot,
+    ``[(i, key, box, rows)]`` for :meth:`raytfnode.feed_queue._NodeQueues.put_and_wait`.
+    """
+    shares = [[] for _ in range(slots)]
+    for index, ((chunk_key, piece), piece_counts) in enumerate(zip(chunks, counts)):
+        if piece_counts is None:
+            continue
+        start = 0
+        for slot, count in enumerate(piece_counts):
+            if count:
+                shares[slot].append((index, chunk_key + (slot,), piece.slice(start, start + count).box(), count))
+                start += count
+    return shares
 
 
 def feed_cached_epoch(target, epoch):
@@ -274,8 +300,12 @@ def _put_split(target, queues, chunk_key, chunk, counts, calls, call_slots, keys
 
 def _wait_consumed(target, queues, keys, where, stats):
     """Waits until each node read the chunks in ``keys``; counts ``consumed`` and ``skipped`` into ``stats``."""
-    waits = [(slot, queues[slot].wait_consumed.remote(slot_keys, target.feed_timeout))
-             for slot, slot_keys in enumerate(keys) if slot_keys]
+    _gather_consumed(target, [(slot, queues[slot].wait_consumed.remote(slot_keys, target.feed_timeout))
+                              for slot, slot_keys in enumerate(keys) if slot_keys], where, stats)
+
+
+def _gather_consumed(target, waits, where, stats):
+    """Reads the summaries of ``waits`` (``[(slot, ref)]`` of calls answering as ``wait_consumed``) into ``stats``."""
     try:
         for slot, ref in waits:
             summary = ray.get(ref)

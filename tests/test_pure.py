@@ -579,3 +579,16 @@ def test_feeding_task_partitions_are_named_as_runs_or_lists():
     assert describe_partitions(range(8, 16)) == "partitions 8-15"
     assert describe_partitions([0, 1, 5]) == "partitions 0, 1, 5"
     assert describe_partitions([0, 1, 5, 9, 13, 17, 21, 25]) == "partitions 0, 1, 5, 9, 13, 17, ... (8 partitions)"
+
+
+def test_stored_shares_give_each_node_its_rows_of_each_piece_and_nothing_of_an_unfed_piece():
+    from raytfnode.feeding import stored_shares
+    run = stored.StoredRun([stored.StoredRows("a", 0, 4, 8.0), stored.StoredRows("b", 10, 16, 8.0)])
+    chunks = [(("f", 0, 0, 0), stored.StoredRows("r", 0, 10, 8.0)), (("f", 0, 1, 0), run),
+              (("f", 0, 2, 0), stored.StoredRows("s", 0, 5, 8.0))]
+    shares = stored_shares(chunks, [[6, 4], [0, 10], None], 2)    # None: a node terminated the feed
+    assert shares[0] == [(0, ("f", 0, 0, 0, 0), ["r", 0, 6], 6)]
+    assert shares[1] == [(0, ("f", 0, 0, 0, 1), ["r", 6, 10], 4),
+                         (1, ("f", 0, 1, 0, 1), [["a", "b"], [0, 10], [4, 16]], 10)]
+    # a planned piece's counts end at its slot
+    assert stored_shares(chunks[:1], [[10]], 2) == [[(0, ("f", 0, 0, 0, 0), ["r", 0, 10], 10)], []]

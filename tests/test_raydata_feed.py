@@ -16,7 +16,7 @@ import ray.cloudpickle
 
 from raytfnode import TFCluster
 from raytfnode.bridges.raydata import CHECK_TASKS_PER_MACHINE, check_groups
-from raytfnode.errors import BadInputError
+from raytfnode.errors import BadInputError, FeedError
 
 # The map_funs below run in Ray actors, which cannot import this test module.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -98,6 +98,33 @@ def test_ray_dataset_train_feeds_every_row_once_per_epoch(ray_cluster, no_leftov
         counts = [n["epochs"][epoch][0] for n in nodes.values()]
         assert sum(counts) == num_rows and max(counts) - min(counts) <= 1, counts
         assert sum(n["epochs"][epoch][1] for n in nodes.values()) == sum(range(num_rows))
+
+
+def _terminate_on_worker_0(args, ctx):
+    feed = ctx.get_data_feed()
+    while not feed.should_stop():
+        feed.next_batch(64)
+        if ctx.task_index == 0:
+            feed.terminate()
+
+
+@pytest.mark.parametrize("data_locality", [True, False])
+def test_ray_dataset_feed_counts_the_rows_a_terminated_node_skipped_and_ends(ray_cluster, no_leftovers,
+                                                                             data_locality):
+    # each node's share of an epoch goes in one call that the coordinator's answer reaches on the way
+    # (planned pieces) or after it (pieces split level): either way the rows worker:0 never read are counted
+    num_rows, num_epochs = 20000, 3
+    ds = ray.data.range(num_rows, override_num_blocks=8).materialize()
+    cluster = TFCluster.run(None, _terminate_on_worker_0, {}, 2, 0, input_mode=SPARK, import_tensorflow=False,
+                            data_locality=data_locality)
+    try:
+        report = cluster.train(ds, num_epochs=num_epochs, feed_timeout=120, epoch_cache_bytes=0)
+        assert report["epochs"] == 1 and report["skipped_epochs"] == num_epochs - 1, report
+        assert report["skipped"] > 0 and report["consumed"] + report["skipped"] == report["rows"] == num_rows, report
+        with pytest.raises(FeedError, match="worker:0 called DataFeed.terminate"):
+            cluster.train(ds, num_epochs=1)
+    finally:
+        cluster.shutdown()
 
 
 def test_joined_blocks_of_the_live_datasets_share_each_machines_budget(ray_cluster):
