@@ -8,8 +8,8 @@ answer (rows, bytes per row) is kept per block ref, since a stored block never
 changes. Every epoch then feeds row ranges of the blocks by reference
 (:mod:`raytfnode.stored`) from the driver: no byte of a block is copied or
 moved on the way to the readers, which see its columns as views, and an epoch
-costs one coordinator call, the puts (sent together) and one wait per node,
-whatever the number of blocks. Small blocks (under half a chunk) would still
+costs one coordinator call and one call per node (which queues the node's
+ranges and waits until they were read), whatever the number of blocks. Small blocks (under half a chunk) would still
 cost a reference each, borrowed by a queue actor and a reader every epoch and
 answered by the driver that owns it: they are joined once, by a few tasks on
 their own machines, into blocks of up to four chunks (:func:`join_small_blocks`),
