@@ -9,12 +9,13 @@ changes. Every epoch then feeds row ranges of the blocks by reference
 (:mod:`raytfnode.stored`) from the driver: no byte of a block is copied or
 moved on the way to the readers, which see its columns as views, and an epoch
 costs one coordinator call and one call per node (which queues the node's
-ranges and waits until they were read), whatever the number of blocks. Small blocks (under half a chunk) would still
-cost a reference each, borrowed by a queue actor and a reader every epoch and
-answered by the driver that owns it: they are joined once, by a few tasks on
-their own machines, into blocks of up to four chunks (:func:`join_small_blocks`),
-kept while the cluster runs and the Dataset lives, within the object-store
-share ``train(epoch_cache_bytes=...)`` gives. On a cluster
+ranges and waits until they were read), whatever the number of blocks. Small
+blocks (under half a chunk) would still cost a reference each, borrowed by a
+queue actor and a reader every epoch and answered by the driver that owns it:
+they are joined once, by a few tasks on their own machines, into blocks of up
+to four chunks (:func:`join_small_blocks`), kept while the cluster runs and
+the Dataset lives, within the object-store share
+``train(epoch_cache_bytes=...)`` gives. On a cluster
 of several machines an epoch is planned (:mod:`raytfnode.locality`): each
 block's rows go to fed nodes on the block's machine as far as the per-epoch
 balance allows, so few blocks are copied between machines. The block index
