@@ -413,7 +413,17 @@ class _NodeQueues:
 
     def put_marker(self, name, marker):
         """Queues an end-of-epoch or end-of-feed marker (never blocked by the byte bound)."""
-        self._lane(name).queue.put(marker)
+        self.put_markers(name, [marker])
+
+    def put_markers(self, name, markers):
+        """Queues end-of-epoch and end-of-feed markers in this order, in one call.
+
+        This actor is async, and Ray runs an async actor's calls in no set order, even those of one
+        caller: markers sent in separate calls could be queued the other way round.
+        """
+        lane = self._lane(name)
+        for marker in markers:
+            lane.queue.put(marker)
         self.signal.notify()
 
     async def take(self, name, max_entries=4, timeout=1.0, reader=None):

@@ -241,8 +241,7 @@ class StreamingFeed:
             return self.feed_batch(source, batch_id)
         counts = ray.get(coordinator.finish_stream_batch.remote(self.stream_key, batch_id, target.feed_id))
         if self.epoch_per_batch and sum(counts):
-            for eid in self.cluster._fed():
-                self.cluster.queue_actors[eid].put_marker.remote(self.qname, (END_EPOCH, target.feed_id, 0))
+            self.cluster._put_markers(self.qname, [(END_EPOCH, target.feed_id, 0)])
         self._batches += 1
         self._rows += sum(part["rows"] - part["skipped"] for part in stats)
         self._rows_per_slot = [total + count for total, count in zip(self._rows_per_slot, counts)]
@@ -385,11 +384,8 @@ class StreamingFeed:
         if self._error is not None:
             logger.warning("stream %s ended with an error: %s", self.stream_key, _first_line(self._error))
             return
-        for eid in self.cluster._fed():
-            queue = self.cluster.queue_actors[eid]
-            if not self.epoch_per_batch:
-                queue.put_marker.remote(self.qname, (END_EPOCH, self.stream_key, 0))
-            queue.put_marker.remote(self.qname, (END_FEED,))
+        markers = [(END_FEED,)] if self.epoch_per_batch else [(END_EPOCH, self.stream_key, 0), (END_FEED,)]
+        self.cluster._put_markers(self.qname, markers)
         self.cluster.coordinator.forget.remote(self.stream_key)
         logger.info("stream %s ended after %d batches (%d rows): the nodes got the end of the feed",
                     self.stream_key, self._batches, self._rows)
