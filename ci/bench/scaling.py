@@ -4,9 +4,11 @@
 - partitions: 60,000 MNIST rows in 4 -> 400 partitions, from a Ray Dataset and a Spark DataFrame;
 - nodes: the MNIST set fed to 1, 2 and 4 nodes (``--scaling-source``).
 
-For rows and partitions a feed is ``scaling_epochs`` epochs, each read from the source (a Spark source
-without its epoch cache): one epoch of 60,000 rows from a Ray Dataset takes 30-50 ms, about as long as
-the noise here, and the driver's CPU is counted in 10 ms ticks. The figures are rows/s (best of
+For rows and partitions a feed is ``scaling_epochs`` epochs from Spark (each read from the source: no
+epoch cache) and ``scaling_epochs_raydata`` from a Ray Dataset: one epoch of 60,000 rows from a Ray
+Dataset takes 20-30 ms, about as long as the noise here, and the driver's CPU is counted in 10 ms
+ticks, so 5 epochs (0.1 s, 4-6 ticks) cannot tell 1.25x apart; 50 epochs take about a second, as 5
+epochs from Spark do. The figures are rows/s (best of
 ``scaling_repeat`` feeds, and of the first feed, which checks a Ray Dataset's blocks and joins its small ones)
 and the driver's CPU seconds per 100,000 rows
 (this process only: the Ray Dataset feed runs in driver threads, the Spark one only schedules
@@ -80,16 +82,17 @@ def by_nodes(bench):
 def measure(bench):
     rows_sizes, part_counts = bench.size["scaling_rows"], bench.size["scaling_partitions"]
     base_rows, base_parts = rows_sizes[0], part_counts[0]
-    epochs = bench.size.get("scaling_epochs", 1)
+    epochs = {"dataframe": bench.size.get("scaling_epochs", 1)}
+    epochs["raydata"] = bench.size.get("scaling_epochs_raydata", epochs["dataframe"])
     out = {"rows": [], "partitions": [], "nodes": []}
     cluster = bench.run_cluster(reader_fun, {"mode": "arrays"})
     try:
         bench.warm_up(cluster, ("raydata", "dataframe"))
         for rows in rows_sizes:
-            out["rows"].append(figure(bench, cluster, "raydata", rows, base_parts, epochs))
+            out["rows"].append(figure(bench, cluster, "raydata", rows, base_parts, epochs["raydata"]))
         for source in ("raydata", "dataframe"):
             for parts in part_counts:
-                out["partitions"].append(figure(bench, cluster, source, base_rows, parts, epochs))
+                out["partitions"].append(figure(bench, cluster, source, base_rows, parts, epochs[source]))
     finally:
         cluster.shutdown(timeout=120)
     for key in ("rows", "partitions"):

@@ -224,11 +224,16 @@ def scaling_table(results):
                 "more rows" if key == "rows" else "more partitions", SOURCE_NAMES.get(e["source"], e["source"]),
                 num(e["rows"]), e["partitions"], num(e["rows_per_s"]), num(e.get("first_rows_per_s")),
                 num(e["driver_cpu_seconds_per_100k_rows"], 3)))
-    epochs = {e.get("epochs", 1) for key in ("rows", "partitions") for e in s.get(key, [])}
-    if epochs and epochs != {1}:
-        lines += ["", "A feed above is {} epochs, each read from the source (a Spark source without its epoch cache), "
-                      "best of {}; the first feed checks a Ray Dataset's blocks and joins its small ones.".format(
-                          "/".join(str(e) for e in sorted(epochs)), _scaling_repeat(results))]
+    epochs = {}   # source -> the epochs of its feeds
+    for key in ("rows", "partitions"):
+        for e in s.get(key, []):
+            epochs.setdefault(SOURCE_NAMES.get(e["source"], e["source"]), set()).add(e.get("epochs", 1))
+    if any(counts != {1} for counts in epochs.values()):
+        feeds = " and ".join("{} epochs from a {}".format("/".join(str(n) for n in sorted(counts)), name)
+                             for name, counts in epochs.items())
+        lines += ["", "A feed above is {}, each epoch read from the source (a Spark source without its epoch "
+                      "cache), best of {}; the first feed checks a Ray Dataset's blocks and joins its small "
+                      "ones.".format(feeds, _scaling_repeat(results))]
     nodes = s.get("nodes") or []
     if nodes:
         lines += ["", "Nodes ({} MNIST, arrays): {}.".format(SOURCE_NAMES.get(nodes[0]["source"], nodes[0]["source"]),
