@@ -956,7 +956,9 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
       :chunk_bytes: target size of a chunk (16 MiB; every chunk costs a few actor calls).
       :working_dir: working directory of the nodes for relative paths (default: the driver's).
       :import_tensorflow: import TensorFlow in every node before ``map_fun`` runs (``run()`` does not wait
-        for it: the feed starts meanwhile).
+        for it: the feed starts meanwhile). The other nodes then begin ``map_fun`` only after the node
+        TensorFlow makes its coordination leader did, so ``MultiWorkerMirroredStrategy`` does not wait a
+        second for a node that registered too early (see :func:`raytfnode.roles.coordination_leader`).
       :env_vars: extra environment variables for the node processes.
       :log_level: ``'quiet'`` (default) keeps TensorFlow's and Ray's start-up chatter out of the console,
         ``'verbose'`` shows everything; ``None`` follows ``RAYTFNODE_LOG_LEVEL`` / ``RAYTFNODE_VERBOSE``
@@ -1148,9 +1150,11 @@ def _launch(cluster):
         cluster.cluster_spec = roles_lib.cluster_spec(cluster.roles, addresses)
         fed = cluster._fed()
         context_fields = dict(config["context_fields"], attempt=cluster.attempt)
+        leader = roles_lib.coordination_leader(cluster.roles) if config["import_tensorflow"] else None
         starts = [node.start.remote(cluster.cluster_spec,   # reserve() loaded map_fun
                                     dict(context_fields, detect_resume=cluster.attempt > 0 and eid == fed[0]),
-                                    config["release_port"])
+                                    config["release_port"],
+                                    cluster.queue_actors[leader] if leader not in (None, eid) else None)
                   for eid, node in enumerate(cluster.nodes)]
         _wait_started(cluster, starts)
         cluster._joins = {eid: node.join.remote(None) for eid, node in enumerate(cluster.nodes)}

@@ -122,6 +122,15 @@ class _NodeQueues:
         self.node.reading()
         self.signal.notify()
 
+    async def wait_map_fun_started(self, timeout):
+        """Waits up to ``timeout`` s until the node began ``map_fun`` after importing TensorFlow, or will
+        not (it failed, returned or was shut down); returns whether it began.
+
+        The other nodes wait here for the node TensorFlow makes its coordination service leader.
+        """
+        await self.signal.wait_until(lambda: self.node.map_fun_started or self.node.over, timeout)
+        return self.node.map_fun_started
+
     def node_finished(self):
         """The node's ``map_fun`` returned normally: producers stop waiting on it."""
         self.node.finish()

@@ -371,6 +371,7 @@ class NodeState:
       :closed: the cluster was shut down.
       :terminated: ``DataFeed.terminate()`` was called: later chunks are skipped.
       :finished: the node's ``map_fun`` returned.
+      :map_fun_started: the node began ``map_fun`` after importing TensorFlow (:meth:`reading`).
       :clock_from: ``time.monotonic()`` from which a producer's ``feed_timeout`` counts, or ``None``
         while the node imports TensorFlow before ``map_fun`` (it cannot read yet: no clock runs).
     """
@@ -382,6 +383,7 @@ class NodeState:
         self.closed = False
         self.terminated = False
         self.finished = False
+        self.map_fun_started = False
         self.clock_from = time.monotonic()
 
     def importing(self):
@@ -390,6 +392,7 @@ class NodeState:
 
     def reading(self):
         """``map_fun`` runs: feed timeouts count from now."""
+        self.map_fun_started = True
         self.clock_from = time.monotonic()
 
     def idle_since(self, last_progress=float("-inf")):

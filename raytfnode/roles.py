@@ -98,3 +98,23 @@ def node_name(job_name, task_index):
 def feedable(roles):
     """Executor ids of the nodes that read feed queues (chief/master/worker), in order."""
     return [i for i, (job_name, _) in enumerate(roles) if job_name in FEEDABLE_JOBS]
+
+
+def coordination_leader(roles):
+    """The executor id of the node TensorFlow makes its coordination service leader, or ``None``.
+
+    TensorFlow's rule (``multi_worker_util.coordination_leader``): ``ps`` task 0 when the cluster has
+    ``ps`` nodes, else ``chief`` task 0, else ``worker`` task 0. Under ``MultiWorkerMirroredStrategy``
+    every other node registers with the leader when it builds its strategy; one that tries before the
+    leader's service is up waits about a second for its next try, so the other nodes start ``map_fun``
+    only after the leader did (see :meth:`raytfnode.node._TFNode.start`).
+
+      >>> coordination_leader([("worker", 0), ("worker", 1)]), coordination_leader([("ps", 0), ("worker", 0)])
+      (0, 0)
+      >>> coordination_leader([("worker", 0), ("chief", 0)]), coordination_leader([("evaluator", 0)])
+      (1, None)
+    """
+    for job_name in ("ps", "chief", "worker"):
+        if (job_name, 0) in roles:
+            return roles.index((job_name, 0))
+    return None

@@ -369,6 +369,60 @@ def test_keras_multi_worker_mirrored_two_workers_end_with_identical_weights(ray_
     assert w0["loss"][-1] < w0["loss"][0]
 
 
+# ------------------------------------------------- the coordination leader begins map_fun first
+
+
+def _on_node_0(action):
+    """Unpickled in each node's reserve(): runs ``action`` on executor 0 only (worker:0, the leader here)."""
+    import ray as _ray
+    if (_ray.get_runtime_context().get_actor_name() or "").endswith("-node-0"):
+        if action == "slow":
+            import time as _time
+            _time.sleep(3.0)   # the leader starts importing TensorFlow 3 s after the other node
+        elif action == "no tensorflow":
+            sys.modules["tensorflow"] = None   # its import of TensorFlow fails: it never begins map_fun
+    return action
+
+
+class _OnNode0:
+    def __init__(self, action):
+        self.action = action
+
+    def __reduce__(self):
+        return _on_node_0, (self.action,)
+
+
+def _record_entry(args, ctx):
+    import time
+    _write_json(_report_path(args["dir"], ctx), {"entered": time.time()})
+
+
+def test_other_nodes_begin_map_fun_after_the_coordination_leader(ray_cluster, no_leftovers, tmp_path):
+    # MultiWorkerMirroredStrategy: a node that registers before the leader's service is up waits ~1 s
+    cluster = TFCluster.run(None, _record_entry, {"dir": str(tmp_path), "on_node_0": _OnNode0("slow")}, 2, 0,
+                            input_mode=TFCluster.InputMode.TENSORFLOW, reservation_timeout=180)
+    cluster.shutdown(timeout=180)
+    leader = _read_json(os.path.join(tmp_path, "worker-0.json"))["entered"]
+    other = _read_json(os.path.join(tmp_path, "worker-1.json"))["entered"]
+    # without the wait worker:1 would begin about 3 s before the leader; with it, as the leader's own
+    # signal arrives (the two threads then go on at once, within a millisecond of each other)
+    assert other > leader - 0.5
+
+
+def test_a_leader_whose_tensorflow_import_fails_is_reported_and_the_others_do_not_wait_for_it(
+        ray_cluster, no_leftovers, tmp_path):
+    cluster = TFCluster.run(None, _record_entry, {"dir": str(tmp_path), "on_node_0": _OnNode0("no tensorflow")},
+                            2, 0, input_mode=TFCluster.InputMode.TENSORFLOW, reservation_timeout=60)
+    try:
+        # the other node runs map_fun once the leader failed: well within its 120 s wait for the leader
+        wait_for_file(os.path.join(tmp_path, "worker-1.json"), 60)
+    finally:
+        with pytest.raises(NodeError) as info:
+            cluster.shutdown(timeout=60)
+    assert info.value.job_name == "worker" and info.value.task_index == 0
+    assert "tensorflow" in str(info.value)
+
+
 # ------------------------------------------------- ps + chief + workers, TF1
 
 

@@ -47,6 +47,23 @@ def test_cluster_template_rejects_negative_ps_and_unknown_master_name():
         roles.cluster_template(3, 0, master_node="boss")
 
 
+def test_coordination_leader_is_tensorflows_ps_0_else_chief_0_else_worker_0():
+    from tensorflow.python.distribute import multi_worker_util
+    cases = [roles.node_roles(roles.cluster_template(3, 0)),
+             roles.node_roles(roles.cluster_template(4, 1, master_node="chief", eval_node=True)),
+             roles.node_roles(roles.cluster_template(3, 0, master_node="chief")),
+             roles.node_roles(roles.cluster_template(3, 0, master_node="master")),
+             [("worker", 1), ("chief", 0), ("worker", 0)]]
+    for node_roles in cases:
+        eid = roles.coordination_leader(node_roles)
+        spec = roles.cluster_spec(node_roles, ["h:{}".format(i) for i in range(len(node_roles))])
+        spec.pop("evaluator", None)
+        job_name, task_index = node_roles[eid]
+        assert "/job:{}/replica:0/task:{}".format(job_name, task_index) == \
+            multi_worker_util.coordination_leader(spec), node_roles
+    assert roles.coordination_leader([("evaluator", 0)]) is None
+
+
 def test_cluster_spec_lists_each_job_in_task_index_order():
     # executor ids out of task order: worker:1 is executor 0, worker:0 is executor 2
     node_roles = [("worker", 1), ("ps", 0), ("worker", 0), ("chief", 0)]
