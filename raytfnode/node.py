@@ -168,8 +168,8 @@ class _TFNode:
                 self.import_thread.join()   # map_fun starts once TensorFlow is imported
                 if self.import_failure is not None:
                     raise self.import_failure
+                self._wait_for_leader()   # before node_reading: feed_timeout does not count while it waits
                 ray.get(self.queues.node_reading.remote(), timeout=60)
-                self._wait_for_leader()
             map_fun(tf_args, ctx)
         except BaseException as exc:  # noqa: BLE001  (everything must reach the driver)
             remote_traceback = traceback.format_exc()
