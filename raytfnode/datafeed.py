@@ -429,6 +429,24 @@ class DataFeed:
             if self._epoch_ended:
                 return
 
+    def epoch_chunks(self):
+        """Yields what is left of each chunk as arrays (as ``next_batch_arrays``) until the end of the epoch or feed.
+
+        Each array batch is one chunk's rows (or the rest of a chunk a read
+        began), without copying them into batches of a fixed size: the road
+        for a consumer that re-batches itself, as ``as_dataset`` does.
+        """
+        self._epoch_ended = False
+        while True:
+            chunk = self.peek_chunk()
+            rest = chunk.num_rows - self._current[2] if chunk is not None and self._current is not None else 1
+            batch = self.next_batch_arrays(rest, stop_at_epoch=True)
+            if batch is None:
+                return
+            yield batch
+            if self._epoch_ended:
+                return
+
     def as_dataset(self, batch_size, output_signature=None):
         """A ``tf.data.Dataset`` over this feed, one pass per epoch; see :func:`raytfnode.tfdata.feed_dataset`."""
         from .tfdata import feed_dataset

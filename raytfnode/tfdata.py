@@ -11,6 +11,13 @@ and splits it across all replicas: give ``batch_size`` as the global batch
 size (per-replica batch x number of replicas), as for any Keras dataset. Nodes
 whose row counts differ (by at most one row, by construction) end the epoch
 together; TensorFlow pads the shorter side with empty steps.
+
+Python hands ``tf.data`` one chunk at a time (``DataFeed.epoch_chunks``) and
+``Dataset.rebatch`` cuts the batches in C++, across chunk boundaries: one
+Python call per chunk instead of one per batch, which on a busy 2-core machine
+was about 8% of the training's steps/s. A chunk's rows count as read when
+``tf.data`` takes the chunk. With an ``output_signature`` whose batch dimension
+is fixed, the batches are cut in Python (``DataFeed.epoch_batches``).
 """
 import numpy as np
 
@@ -58,19 +65,38 @@ def feed_dataset(feed, batch_size, output_signature=None):
     if output_signature is None:
         output_signature = signature_of(feed)
 
-    def batches():
-        for batch in feed.epoch_batches(batch_size):
-            if isinstance(batch, tuple):
-                yield tuple(_as_tensor_input(b) for b in batch)
-            elif isinstance(batch, dict):
-                yield {k: _as_tensor_input(v) for k, v in batch.items()}
-            else:
-                yield _as_tensor_input(batch)
+    if _batch_dimension_open(output_signature):
+        # one Python call per chunk, not per batch: tf.data cuts the batches (across chunk boundaries) in C++
+        def pieces():
+            for arrays in feed.epoch_chunks():
+                yield _tensor_inputs(arrays)
 
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=output_signature)
+        dataset = tf.data.Dataset.from_generator(pieces, output_signature=output_signature).rebatch(batch_size)
+    else:
+        def batches():
+            for batch in feed.epoch_batches(batch_size):
+                yield _tensor_inputs(batch)
+
+        dataset = tf.data.Dataset.from_generator(batches, output_signature=output_signature)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options).prefetch(2)
+
+
+def _batch_dimension_open(signature):
+    """True when every spec of ``signature`` leaves its first (batch) dimension unknown."""
+    import tensorflow as tf
+
+    return all(spec.shape.rank is not None and spec.shape.rank > 0 and spec.shape[0] is None
+               for spec in tf.nest.flatten(signature))
+
+
+def _tensor_inputs(batch):
+    if isinstance(batch, tuple):
+        return tuple(_as_tensor_input(b) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _as_tensor_input(v) for k, v in batch.items()}
+    return _as_tensor_input(batch)
 
 
 def _as_tensor_input(array):

@@ -178,17 +178,17 @@ def _train_then_infer(args, ctx):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     feed = ctx.get_data_feed()
     per_epoch = []
-    read_epoch = feed.epoch_batches
+    read_epoch = feed.epoch_chunks   # what as_dataset reads through
 
-    def counted_epoch(batch_size):
+    def counted_epoch():
         rows, id_sum = 0, 0
-        for x, y in read_epoch(batch_size):
+        for x, y in read_epoch():
             rows += len(x)
             id_sum += int(x[:, DIGITS_FEATURES].astype(np.int64).sum())
             yield x[:, :DIGITS_FEATURES], y
         per_epoch.append([rows, id_sum])
 
-    feed.epoch_batches = counted_epoch
+    feed.epoch_chunks = counted_epoch
     signature = (tf.TensorSpec((None, DIGITS_FEATURES), tf.float32), tf.TensorSpec((None,), tf.int64))
     with strategy.scope():
         model = keras.Sequential([keras.Input(shape=(DIGITS_FEATURES,)), keras.layers.Dense(16, activation="relu"),

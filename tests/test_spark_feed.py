@@ -135,16 +135,16 @@ def _keras_fit_map_fun(args, ctx):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     feed = ctx.get_data_feed()
     per_epoch = []
-    read_epoch = feed.epoch_batches
+    read_epoch = feed.epoch_chunks   # what as_dataset reads through
 
-    def counting_epoch_batches(batch_size):
+    def counting_epoch_chunks():
         rows = 0
-        for batch in read_epoch(batch_size):
-            rows += len(batch[0])
-            yield batch
+        for arrays in read_epoch():
+            rows += len(arrays[0])
+            yield arrays
         per_epoch.append(rows)
 
-    feed.epoch_batches = counting_epoch_batches
+    feed.epoch_chunks = counting_epoch_chunks
     with strategy.scope():
         model = keras.Sequential([keras.layers.Input(shape=(4,)), keras.layers.Dense(1)])
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")

@@ -96,16 +96,16 @@ def _mwms_stream_map_fun(args, ctx):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     feed = ctx.get_data_feed(input_mapping={"id": "id", "x": "x", "y": "y"})
     per_epoch = []
-    read_epoch = feed.epoch_batches
+    read_epoch = feed.epoch_chunks   # what as_dataset reads through
 
-    def recording_epoch_batches(batch_size):
+    def recording_epoch_chunks():
         ids = []
-        for batch in read_epoch(batch_size):
-            ids.extend(batch["id"].tolist())
-            yield batch
+        for arrays in read_epoch():
+            ids.extend(arrays["id"].tolist())
+            yield arrays
         per_epoch.append(ids)
 
-    feed.epoch_batches = recording_epoch_batches
+    feed.epoch_chunks = recording_epoch_chunks
     with strategy.scope():
         model = keras.Sequential([keras.layers.Input(shape=(64,)), keras.layers.Dense(32, activation="relu"),
                                   keras.layers.Dense(10, activation="softmax")])
