@@ -11,8 +11,9 @@
   standalone peers, and compared as the mean of the two;
 - Ray Train v2 (``TensorflowTrainer``) on the same Ray Dataset with ``get_dataset_shard(...).to_tf()``
   each epoch, 2 workers: steps/s and seconds from ``fit()`` to the first step, in ``train_rounds``
-  rounds that each run raytfnode fed from the Ray Dataset and then Ray Train (the ratio is the median
-  of the rounds' ratios: one run of each moves by a fifth with the load here);
+  rounds that each run raytfnode fed from the Ray Dataset and Ray Train, raytfnode first in the odd
+  rounds and Ray Train first in the even ones (the ratio is the median of the rounds' ratios: one run
+  of each moves by a fifth with the load here);
 - Spark's ``pyspark.ml.functions.predict_batch_udf`` with the same SavedModel on the same DataFrame,
   against ``cluster.inference``: three alternated pairs after a warm-up of each.
 
@@ -100,12 +101,16 @@ def ray_train(bench, data, epochs, batch):
 
 def ray_train_rounds(bench, data, epochs, batch):
     """raytfnode fed from the Ray Dataset and Ray Train on it, one after the other in each of ``train_rounds``
-    rounds (so each pair ran under similar load): ``(raytfnode's runs, Ray Train's runs)``."""
+    rounds (so each pair ran under similar load; the order alternates): ``(raytfnode's runs, Ray Train's runs)``."""
     from bench.training import train_once
     ours, theirs = [], []
     for round_index in range(bench.size.get("train_rounds", 1)):
-        ours.append(train_once(bench, data, "feed:raydata", epochs, batch))
-        theirs.append(ray_train(bench, data, epochs, batch))
+        if round_index % 2:   # every other round Ray Train goes first: a load that drifts favours neither
+            theirs.append(ray_train(bench, data, epochs, batch))
+            ours.append(train_once(bench, data, "feed:raydata", epochs, batch))
+        else:
+            ours.append(train_once(bench, data, "feed:raydata", epochs, batch))
+            theirs.append(ray_train(bench, data, epochs, batch))
         log.info("Ray Train round %d: raytfnode %.1f steps/s, Ray Train %.1f steps/s", round_index + 1,
                  ours[-1]["steps_per_s"], theirs[-1]["steps_per_s"])
     return ours, theirs

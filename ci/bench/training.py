@@ -5,9 +5,10 @@ source in ``--train-sources``, against an in-memory ``tf.data`` pipeline of the 
 epoch is not timed (graph tracing, the collectives' set-up).
 
 On a shared 2-core machine one run of each moves by a third from run to run, so the full size runs
-``train_rounds`` rounds, each running every variant once, one after the other: a variant's figures are
-the medians of its rounds, and a ratio to in-memory is the median of the ratios within one round (runs
-close in time, so under similar load).
+``train_rounds`` rounds, each running every variant once, one after the other, each round starting one
+variant later than the one before (so no variant always runs first while the load drifts): a variant's
+figures are the medians of its rounds, and a ratio to in-memory is the median of the ratios within one
+round (runs close in time, so under similar load).
 """
 import logging
 import statistics
@@ -31,7 +32,8 @@ def measure(bench):
     modes = ["in_memory"] + ["feed:" + s for s in sources]
     measured = {mode: [] for mode in modes}
     for round_index in range(rounds):
-        for mode in modes:
+        # each round starts one variant later: none always runs first (the load drifts over a run)
+        for mode in modes[round_index % len(modes):] + modes[:round_index % len(modes)]:
             measured[mode].append(train_once(bench, data, mode, epochs, batch))
             log.info("training %-15s %.1f steps/s (%d steps/epoch; round %d of %d)", mode,
                      measured[mode][-1]["steps_per_s"], measured[mode][-1]["steps_per_epoch"], round_index + 1, rounds)
