@@ -117,7 +117,8 @@ class CpuMeter:
             return "TF nodes"
         if cmd.startswith(("ray::NodeQueuesActor", "ray::CoordinatorActor", "ray::_NodeQueues", "ray::_Coordinator")):
             return "queue+coordinator actors"
-        if cmd.startswith("ray::"):
+        if cmd.startswith("ray::") or "default_worker.py" in cmd:
+            # a Ray worker that has not set its title yet (an actor starting up) is looked at again next time
             return "other ray workers (feed tasks, Ray Data)"
         if "/ray/" in cmd:
             return "ray system"
