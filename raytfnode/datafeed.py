@@ -420,14 +420,7 @@ class DataFeed:
 
     def epoch_batches(self, batch_size):
         """Yields array batches (as ``next_batch_arrays``) until the end of the current epoch or feed."""
-        self._epoch_ended = False
-        while True:
-            batch = self.next_batch_arrays(batch_size, stop_at_epoch=True)
-            if batch is None:
-                return
-            yield batch
-            if self._epoch_ended:
-                return
+        return self._until_epoch_end(lambda: self.next_batch_arrays(batch_size, stop_at_epoch=True))
 
     def epoch_chunks(self):
         """Yields what is left of each chunk as arrays (as ``next_batch_arrays``) until the end of the epoch or feed.
@@ -436,11 +429,18 @@ class DataFeed:
         began), without copying them into batches of a fixed size: the road
         for a consumer that re-batches itself, as ``as_dataset`` does.
         """
+        return self._until_epoch_end(self._rest_of_chunk)
+
+    def _rest_of_chunk(self):
+        chunk = self.peek_chunk()
+        rest = chunk.num_rows - self._current[2] if chunk is not None and self._current is not None else 1
+        return self.next_batch_arrays(rest, stop_at_epoch=True)
+
+    def _until_epoch_end(self, read):
+        """Yields what ``read()`` returns until it returns ``None`` or an end-of-epoch marker was read."""
         self._epoch_ended = False
         while True:
-            chunk = self.peek_chunk()
-            rest = chunk.num_rows - self._current[2] if chunk is not None and self._current is not None else 1
-            batch = self.next_batch_arrays(rest, stop_at_epoch=True)
+            batch = read()
             if batch is None:
                 return
             yield batch
@@ -455,9 +455,11 @@ class DataFeed:
     def peek_chunk(self):
         """The chunk the next read starts in, without consuming it (waits for data).
 
-        Returns ``None`` when the feed is at a marker (end of epoch or feed).
+        Returns ``None`` when the feed is at a marker (end of epoch or feed), or its end was read.
         """
         self._claim()
+        if self.done_feeding:
+            return None
         if self._current is None:
             entry = self._reader.next()
             if entry[0] == ITEM:

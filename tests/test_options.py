@@ -260,17 +260,19 @@ def _dataset_batch_sizes(args, ctx):
 def test_as_dataset_cuts_full_batches_across_chunk_boundaries_and_one_short_batch_per_epoch(
         ray_cluster, no_leftovers, tmp_path):
     rows = [(np.array([i, 0.5, -1.0], dtype=np.float32), i % 5) for i in range(62)]
-    cluster = _run(_dataset_batch_sizes, {"out": str(tmp_path), "epochs": 2}, 1, input_mode=SPARK, num_cpus=1,
+    # 4 passes over 2 fed epochs: the passes after the end of the feed are empty, and do not wait
+    cluster = _run(_dataset_batch_sizes, {"out": str(tmp_path), "epochs": 4}, 1, input_mode=SPARK, num_cpus=1,
                    chunk_bytes=200)   # 10 rows of 20 bytes a chunk: batches of 8 must span chunks
     try:
         report = cluster.train([rows[:37], rows[37:]], num_epochs=2, feed_timeout=120)
     finally:
-        cluster.shutdown()
+        cluster.shutdown(timeout=60)
     assert report["rows"] == report["consumed"] == 124, report
     node = read_node_reports(tmp_path)["worker:0"]
     assert node["element_spec"] == [[[None, 3], "float32"], [[None], "int64"]], node["element_spec"]
     expected = {"sizes": [8] * 7 + [6], "values": [float(i) for i in range(62)]}
-    assert node["epochs"] == [expected, expected], node["epochs"]
+    empty = {"sizes": [], "values": []}
+    assert node["epochs"] == [expected, expected, empty, empty], node["epochs"]
 
 
 # ------------------------------------------------------------ a Spark task that fails once is retried
