@@ -31,6 +31,12 @@ _TAKE_ENTRIES = 4
 _POLL_SECONDS = 2.0
 
 
+def check_batch_size(batch_size):
+    """Raises ``BadInputError`` unless ``batch_size`` is a positive integer."""
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise BadInputError("batch_size must be a positive integer, got {!r}".format(batch_size))
+
+
 class _EntryReader:
     """Pulls queue entries in small bulks, one request ahead, and starts fetching chunk objects early.
 
@@ -286,8 +292,7 @@ class DataFeed:
 
     def _read(self, batch_size, stop_at_epoch=False):
         """Reads up to ``batch_size`` rows as pieces ``(entry, chunk, start, stop)`` or ``('item', value)``."""
-        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-            raise BadInputError("batch_size must be a positive integer, got {!r}".format(batch_size))
+        check_batch_size(batch_size)
         if not self.train_mode and self._last_pieces and any(
                 piece[0] == "item" or piece[0][4] is not None for piece in self._last_pieces):
             raise BadInputError(

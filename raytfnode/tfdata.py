@@ -21,6 +21,7 @@ is fixed, the batches are cut in Python (``DataFeed.epoch_batches``).
 """
 import numpy as np
 
+from .datafeed import check_batch_size
 from .errors import BadInputError
 
 
@@ -62,22 +63,22 @@ def feed_dataset(feed, batch_size, output_signature=None):
     """
     import tensorflow as tf
 
+    check_batch_size(batch_size)
     if output_signature is None:
         output_signature = signature_of(feed)
 
-    if _batch_dimension_open(output_signature):
-        # one Python call per chunk, not per batch: tf.data cuts the batches (across chunk boundaries) in C++
-        def pieces():
-            for arrays in feed.epoch_chunks():
-                yield _tensor_inputs(arrays)
+    whole_chunks = _batch_dimension_open(output_signature)
 
-        dataset = tf.data.Dataset.from_generator(pieces, output_signature=output_signature).rebatch(batch_size)
-    else:
-        def batches():
-            for batch in feed.epoch_batches(batch_size):
-                yield _tensor_inputs(batch)
+    def batches():
+        # whole chunks: one Python call per chunk, not per batch; tf.data cuts the batches (across chunk
+        # boundaries) in C++
+        reads = feed.epoch_chunks() if whole_chunks else feed.epoch_batches(batch_size)
+        for arrays in reads:
+            yield _tensor_inputs(arrays)
 
-        dataset = tf.data.Dataset.from_generator(batches, output_signature=output_signature)
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=output_signature)
+    if whole_chunks:
+        dataset = dataset.rebatch(batch_size)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return dataset.with_options(options).prefetch(2)

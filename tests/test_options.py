@@ -26,7 +26,7 @@ from conftest import TF_RESOURCE, assert_no_leftovers
 import node_reports
 from node_reports import read_node_reports, wait_for_file, write_node_report
 from raytfnode import TFCluster
-from raytfnode.errors import ReservationTimeoutError
+from raytfnode.errors import BadInputError, ReservationTimeoutError
 
 # map_funs and partition functions run in Ray actors and Spark Python workers, which cannot import this module
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -239,6 +239,13 @@ def test_as_dataset_with_output_signature_is_built_before_data_arrives_and_keeps
     expected = {"rows": 40, "feature_sum": float(sum(range(40)) + 40 * (0.5 - 1.0)),
                 "label_sum": sum(i % 5 for i in range(40)), "widths": [3]}
     assert node["epochs"] == [expected, expected], node["epochs"]
+
+
+@pytest.mark.parametrize("batch_size", [0, -8, 2.5, True])
+def test_as_dataset_rejects_a_batch_size_that_is_not_a_positive_integer_before_reading(batch_size):
+    from raytfnode.tfdata import feed_dataset
+    with pytest.raises(BadInputError, match="batch_size must be a positive integer"):
+        feed_dataset(None, batch_size)   # no feed is touched: the check comes first
 
 
 def _dataset_batch_sizes(args, ctx):
