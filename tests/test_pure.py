@@ -1,4 +1,5 @@
 """Pure functions of raytfnode, no Ray cluster: roles, paths, chunk encoding, balanced splitting."""
+import collections
 import getpass
 import json
 import random
@@ -319,6 +320,62 @@ def test_chunk_rows_names_the_bad_row_within_the_whole_partition():
     rows = [np.zeros(2)] * 37 + [np.zeros(3)]
     with pytest.raises(BadInputError, match=r"partition 9 value: row 37\b"):
         list(chunks.chunk_rows(rows, target_bytes=16 * 10, max_rows=100, where="partition 9"))
+
+
+def _encoded_in_runs(rows, per_chunk):
+    layout = chunks.row_layout(rows[0])
+    return [chunks.encode_rows(rows[i:i + per_chunk], layout, "", i) for i in range(0, len(rows), per_chunk)]
+
+
+def _assert_same_chunks(got, expected):
+    assert [(c.num_rows, c.kinds, c.row_kind, c.names) for c in got] == \
+        [(c.num_rows, c.kinds, c.row_kind, c.names) for c in expected]
+    for a, b in zip(got, expected):
+        for x, y in zip(a.columns, b.columns):
+            if isinstance(y, np.ndarray):
+                assert x.dtype == y.dtype and x.shape == y.shape
+                np.testing.assert_array_equal(x, y)
+            else:
+                assert x == y
+
+
+@pytest.mark.parametrize("make_row", [
+    lambda rng, i: (rng.random(6, dtype=np.float32), i),
+    lambda rng, i: rng.integers(0, 9, (2, 3)),
+    lambda rng, i: collections.namedtuple("Row", "image label name mask")(
+        rng.random(6, dtype=np.float32), i, "r{}".format(i), rng.random(2) > 0.5),
+    lambda rng, i: [rng.random(3), "mixed", i],
+], ids=["array+label", "single 2-D array", "named fields", "list of fields"])
+def test_chunk_rows_copies_array_rows_into_the_same_chunks_as_stacking_them(make_row):
+    rng = np.random.default_rng(3)
+    rows = [make_row(rng, i) for i in range(107)]
+    got = list(chunks.chunk_rows(iter(rows), target_bytes=200, max_rows=1000))
+    per_chunk = chunks.rows_per_chunk(rows[0], 200, 1000)
+    assert 1 < per_chunk < 107 and 107 % per_chunk   # several chunks, the last one short
+    _assert_same_chunks(got, _encoded_in_runs(rows, per_chunk))
+    assert [row[1] if isinstance(row, tuple) else None for row in (r for c in got for r in c.rows())] == \
+        [row[1] if isinstance(row, tuple) else None for row in rows]
+
+
+def test_chunk_rows_gives_a_chunk_with_a_differing_row_numpys_type_promotion():
+    rows = [(np.full(4, i, dtype=np.float32), i) for i in range(30)]
+    rows[13] = (rows[13][0].astype(np.float64), 13)   # in the second chunk of 10
+    rows[25] = (rows[25][0].tolist(), 25)              # a list of numbers in the third
+    got = list(chunks.chunk_rows(iter(rows), target_bytes=(16 + 8) * 10, max_rows=1000))
+    assert [c.columns[0].dtype for c in got] == [np.float32, np.float64, np.float64]
+    _assert_same_chunks(got, _encoded_in_runs(rows, 10))
+
+
+def test_chunk_rows_of_arrays_names_a_bad_row_after_rows_already_copied():
+    rows = [(np.zeros(2, np.float32), 1)] * 23 + [(np.zeros(3, np.float32), 1)]
+    with pytest.raises(BadInputError, match=r"partition 4 column 0: row 23 is an array of shape \(3,\)"):
+        list(chunks.chunk_rows(rows, target_bytes=16 * 10, max_rows=100, where="partition 4"))
+    rows = [(np.zeros(2, np.float32), 1)] * 23 + [(np.zeros(2, np.float32),)]
+    with pytest.raises(BadInputError, match=r"partition 4: row 23 has 1 fields but the first row has 2"):
+        list(chunks.chunk_rows(rows, target_bytes=16 * 10, max_rows=100, where="partition 4"))
+    rows = [(np.zeros(2, np.float32), 1)] * 23 + [(np.zeros(2, np.float32), None)]
+    with pytest.raises(BadInputError, match=r"partition 4 column 1: row 23 is None in a numeric column"):
+        list(chunks.chunk_rows(rows, target_bytes=16 * 10, max_rows=100, where="partition 4"))
 
 
 def test_chunk_from_arrow_list_of_float_column_becomes_2d_array():
