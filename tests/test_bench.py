@@ -94,6 +94,11 @@ def test_bench_tiny_writes_json_and_table_py_renders_its_figures(tmp_path):
     assert {(e["source"], e["partitions"]) for e in scaling["partitions"]} == {
         (s, p) for s in ("raydata", "dataframe") for p in results["sizes"]["scaling_partitions"]}
     assert all(e["rows_per_s"] > 0 and e["driver_cpu_seconds"] >= 0 for e in scaling["rows"] + scaling["partitions"])
+    spark_fed = [e for e in scaling["partitions"] if e["source"] == "dataframe"]   # beside Spark's own read
+    feeds = results["sizes"].get("scaling_repeat", results["sizes"]["repeat"])
+    assert spark_fed and all(e["source_rows_per_s"] > 0 and len(e["source_read_seconds"]) == feeds
+                             and e["rows_per_s_over_source"] == e["rows_per_s"] / e["source_rows_per_s"]
+                             for e in spark_fed)
     assert [e["nodes"] for e in scaling["nodes"]] == [1, 2]
 
     for name in ("rdd_feed_vs_spark_rdd_iter", "dataframe_feed_vs_arrow_read", "raydata_feed_vs_ray_data_iter",

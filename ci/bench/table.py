@@ -216,14 +216,16 @@ def scaling_table(results):
     s = results.get("scaling")
     if not s:
         return []
-    lines = ["| work | source | rows | partitions | rows/s | first feed, rows/s | driver CPU-s per 100k rows |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| work | source | rows | partitions | rows/s | first feed, rows/s | driver CPU-s per 100k rows | "
+             "source's own read, rows/s | ratio |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for key in ("rows", "partitions"):
         for e in s.get(key, []):
-            lines.append("| {} | {} | {} | {} | {} | {} | {} |".format(
+            lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 "more rows" if key == "rows" else "more partitions", SOURCE_NAMES.get(e["source"], e["source"]),
                 num(e["rows"]), e["partitions"], num(e["rows_per_s"]), num(e.get("first_rows_per_s")),
-                num(e["driver_cpu_seconds_per_100k_rows"], 3)))
+                num(e["driver_cpu_seconds_per_100k_rows"], 3), num(e.get("source_rows_per_s")),
+                num(e.get("rows_per_s_over_source"), 2)))
     epochs = {}   # source -> the epochs of its feeds
     for key in ("rows", "partitions"):
         for e in s.get(key, []):
@@ -234,6 +236,10 @@ def scaling_table(results):
         lines += ["", "A feed above is {}, each epoch read from the source (a Spark source without its epoch "
                       "cache), best of {}; the first feed checks a Ray Dataset's blocks and joins its small "
                       "ones.".format(feeds, _scaling_repeat(results))]
+    if any(e.get("source_rows_per_s") for key in ("rows", "partitions") for e in s.get(key, [])):
+        lines += ["", "The source's own read is Spark's Arrow read (`mapInArrow` counting rows) of the same "
+                      "cached DataFrame coalesced into the tasks the feed uses, one epoch right before each "
+                      "feed, best of those; ratio is the feed's rows/s over it."]
     nodes = s.get("nodes") or []
     if nodes:
         lines += ["", "Nodes ({} MNIST, arrays): {}.".format(SOURCE_NAMES.get(nodes[0]["source"], nodes[0]["source"]),

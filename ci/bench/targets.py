@@ -89,8 +89,11 @@ def evaluate(results, chunk_bytes):
             targets["flat_" + name.replace(":", "_")] = {
                 "goal": "largest/smallest: rows/s >= {:.2f}x, driver CPU per row <= {:.2f}x".format(
                     FLAT_GOAL, 1 / FLAT_GOAL),
-                "value": "rows/s {:.2f}x, driver CPU/row {}".format(
-                    rate_kept, "-" if cpu_grew is None else "{:.2f}x".format(cpu_grew)),
+                "value": "rows/s {:.2f}x, driver CPU/row {}{}".format(
+                    rate_kept, "-" if cpu_grew is None else "{:.2f}x".format(cpu_grew),
+                    "" if spread.get("source_rows_per_s_last_over_first") is None else
+                    " (Spark's own Arrow read of the same partitions in the same tasks: rows/s {:.2f}x)".format(
+                        spread["source_rows_per_s_last_over_first"])),
                 "met": met}
     peers = results.get("peers")
     if peers and peers.get("comparisons"):
