@@ -75,7 +75,8 @@ class TFCluster:
         self.queue_actors = []     # queue actor handles (GuardedHandle: they carry the secret), by executor id
         self.coordinator = None
         self._secret = None        # the cluster's secret: its queue actors and coordinator answer only it
-        self.directory = None      # the actor naming the current attempt's actors (raytfnode.directory)
+        self.directory = None      # the actor naming the current attempt's actors (raytfnode.directory);
+        #                            None when the cluster cannot restart (max_failures=0)
         self.placement_group = None
         self.tensorboard_node = None
         self._tensorboard_url = None
@@ -196,7 +197,8 @@ class TFCluster:
 
     def _target(self, qname, feed_timeout, follow_restarts=False):
         """The target of a new feed; ``follow_restarts``: its producers find the current attempt's actors
-        through the cluster's directory (a lazy feed that may outlive a restart)."""
+        through the cluster's directory (a lazy feed that may outlive a restart), when the cluster may
+        restart at all (``max_failures``); without restarts the attempt's actors are the only ones."""
         fed = self._fed()
         return FeedTarget(
             namespace=self.namespace,
@@ -210,7 +212,7 @@ class TFCluster:
             chunk_bytes=self._chunk_bytes,
             auth_mode=os.environ.get("RAY_AUTH_MODE"),
             secret=self._secret,
-            directory_name=self._directory_name() if follow_restarts else None,
+            directory_name=self._directory_name() if follow_restarts and self._policy.restarts else None,
             slot_machines=tuple(self.cluster_info[i].get("node_id") for i in fed),
             data_locality=self._data_locality,
         )
@@ -1132,7 +1134,9 @@ def _launch(cluster):
         grouped = [request for request, (job, _) in zip(requests, cluster.roles)
                    if not (config["driver_ps_nodes"] and job == "ps")]   # driver_ps_nodes: ps outside the group
         check_placement_feasible(grouped, config["placement_strategy"])
-        if cluster.directory is None:   # created now, so its worker process starts beside the nodes'
+        # the directory is needed only by a cluster that may restart; created now, so its worker process
+        # starts beside the nodes' (each new worker process delays the nodes' start by about 0.25 s on 2 cores)
+        if cluster.directory is None and cluster._policy.restarts:
             cluster.directory = GuardedHandle(DirectoryActor.options(
                 name=cluster._directory_name(), namespace=cluster.namespace,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
@@ -1188,7 +1192,7 @@ def _wait_started(cluster, starts):
 
 
 def _wait_bookkeeping_ready(cluster, fed):
-    """Waits until the coordinator, every queue actor and the directory answer; one that died is named.
+    """Waits until the coordinator, every queue actor and the directory (if any) answer; one that died is named.
 
     ``run()`` returns with every actor of the cluster up: their processes start beside the nodes', and a
     feed started at once would otherwise wait for them, or meet Ray's bare ``RayActorError`` of one that
@@ -1196,10 +1200,10 @@ def _wait_bookkeeping_ready(cluster, fed):
     cluster.
     """
     checks = _bookkeeping_pings(cluster, range(len(cluster.queue_actors)))
-    checks.append((cluster.directory.point_to.remote(cluster.attempt, [cluster._queue_actor_name(eid) for eid in fed],
-                                                     cluster._coordinator_name()),
-                   None, "directory actor {} (which names the current attempt's actors)".format(
-                       cluster._directory_name())))
+    if cluster.directory is not None:
+        checks.append((cluster.directory.point_to.remote(
+            cluster.attempt, [cluster._queue_actor_name(eid) for eid in fed], cluster._coordinator_name()),
+            None, "directory actor {} (which names the current attempt's actors)".format(cluster._directory_name())))
     for ref, eid, actor in checks:
         try:
             ray.get(ref)

@@ -73,6 +73,11 @@ class RestartPolicy:
                 max_failures))
         self.max_failures = max_failures
 
+    @property
+    def restarts(self):
+        """Whether a failure may start the cluster again (``max_failures`` is not 0)."""
+        return self.max_failures != 0
+
     def why_not(self, failures):
         """``None`` when the latest of ``failures`` (a list of :class:`Failure`) may be restarted, else why not."""
         latest = failures[-1]
