@@ -837,6 +837,7 @@ class TFCluster:
             self._stopped = True
             if self._finalizer is not None:
                 self._finalizer.detach()
+                _open_clusters.discard(self._finalizer)
             if self._joined_blocks is not None:
                 self._joined_blocks.clear()
         if self.tensorboard_node is not None:
@@ -1030,6 +1031,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
     # actors hold handles to one another, so Ray never counts them unreferenced.
     cluster._finalizer = weakref.finalize(cluster, _dropped_clusters.append, (cluster.namespace, cluster.cluster_id))
     cluster._finalizer.atexit = False
+    _open_clusters.add(cluster._finalizer)
     return cluster
 
 
@@ -1039,6 +1041,18 @@ def _replayed_epoch(target, epoch):
 
 
 _dropped_clusters = []   # (namespace, cluster id) of clusters garbage-collected without shutdown()
+_open_clusters = set()   # the finalizers of clusters run() returned: alive until shutdown() or collection
+
+
+def _droppable_cluster_exists(launching):
+    """Whether a cluster other than ``launching`` was started and neither shut down nor collected.
+
+    Only such a cluster, dropped inside a reference cycle, is released by running the cycle collector; a
+    full collection costs the driver a tenth of a second or more (more with a large heap), so ``run()``
+    skips it when there is none.
+    """
+    _open_clusters.difference_update([finalizer for finalizer in list(_open_clusters) if not finalizer.alive])
+    return any(finalizer is not launching._finalizer for finalizer in _open_clusters)
 
 
 def _release_dropped_clusters():
@@ -1271,7 +1285,7 @@ def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_
     for number, wave in enumerate(waves):
         nodes.update((eid, start_node(eid)) for eid in wave)
         if number + 1 < len(waves):   # pinned nodes first: a node free to go anywhere must not take their machine
-            _wait_placed([nodes[eid].__ray_ready__.remote() for eid in wave], reservation_timeout)
+            _wait_placed(cluster, [nodes[eid].__ray_ready__.remote() for eid in wave], reservation_timeout)
     cluster.nodes = [nodes[eid] for eid in range(len(requests))]
     return time.monotonic() - started
 
@@ -1308,14 +1322,16 @@ def _node_strategies(cluster, requests, placement_strategy, driver_ps_nodes, res
     return strategies
 
 
-def _wait_placed(refs, timeout):
-    """Waits up to ``timeout`` s for ``refs`` of node calls that run once Ray placed the node; the pending ones."""
+def _wait_placed(cluster, refs, timeout):
+    """Waits up to ``timeout`` s for ``refs`` of ``cluster``'s node calls that run once Ray placed the node;
+    the pending ones."""
     _, pending = ray.wait(refs, num_returns=len(refs), timeout=min(COLLECT_AFTER_SECONDS, timeout))
     if pending and timeout > COLLECT_AFTER_SECONDS:
         # A cluster the program dropped without shutdown() holds its resources until its handles go; one
         # caught in a reference cycle goes only when the cycle collector runs, and waiting here allocates
         # nothing that would make it run.
-        gc.collect()
+        if _droppable_cluster_exists(cluster):
+            gc.collect()
         _release_dropped_clusters()
         _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout - COLLECT_AFTER_SECONDS)
     return pending
@@ -1326,7 +1342,7 @@ def _reserve(cluster, requests, reservation_timeout, import_tensorflow, payload,
     ``reservation_timeout`` in all (``waited`` spent); a node that cannot load it fails with its own message."""
     from ray.exceptions import RayTaskError
     refs = [node.reserve.remote(import_tensorflow, payload) for node in cluster.nodes]
-    pending = _wait_placed(refs, max(reservation_timeout - waited, 0.1))
+    pending = _wait_placed(cluster, refs, max(reservation_timeout - waited, 0.1))
     if pending:
         waiting = [roles_lib.node_name(*cluster.roles[refs.index(ref)]) for ref in pending]
         raise ReservationTimeoutError(

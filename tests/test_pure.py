@@ -666,3 +666,34 @@ def test_stored_shares_give_each_node_its_rows_of_each_piece_and_nothing_of_an_u
                          (1, ("f", 0, 1, 0, 1), [["a", "b"], [0, 10], [4, 16]], 10)]
     # a planned piece's counts end at its slot
     assert stored_shares(chunks[:1], [[10]], 2) == [[(0, ("f", 0, 0, 0, 0), ["r", 0, 10], 10)], []]
+
+
+def test_run_collects_cycles_only_while_another_started_cluster_may_have_been_dropped():
+    """``run()`` runs the cycle collector (a tenth of a second or more in a large driver) while its nodes
+    wait to be placed only if another cluster it started is neither shut down nor collected yet."""
+    import gc
+    import weakref
+
+    from raytfnode import cluster as cluster_module
+
+    class Started:   # stands for a TFCluster: run() registers the finalizer that notes it dropped
+        _finalizer = None
+
+    launching, other = Started(), Started()
+    before = set(cluster_module._open_clusters)
+    cluster_module._open_clusters.clear()
+    try:
+        assert not cluster_module._droppable_cluster_exists(launching)
+        other._finalizer = weakref.finalize(other, lambda: None)
+        cluster_module._open_clusters.add(other._finalizer)
+        assert cluster_module._droppable_cluster_exists(launching)
+        launching._finalizer = weakref.finalize(launching, lambda: None)   # a restart: its own does not count
+        cluster_module._open_clusters.add(launching._finalizer)
+        other._cycle = other   # dropped in a reference cycle: only the collector frees it
+        del other
+        assert cluster_module._droppable_cluster_exists(launching)
+        gc.collect()
+        assert not cluster_module._droppable_cluster_exists(launching)
+    finally:
+        cluster_module._open_clusters.clear()
+        cluster_module._open_clusters.update(before)
