@@ -73,10 +73,10 @@ class TFCluster:
         self.queues = ()
         self.nodes = []            # node actor handles, by executor id
         self.queue_actors = []     # queue actor handles (GuardedHandle: they carry the secret), by executor id
-        self.coordinator = None
+        self.coordinator = None    # the coordinator actor (GuardedHandle); None for InputMode.TENSORFLOW
         self._secret = None        # the cluster's secret: its queue actors and coordinator answer only it
         self.directory = None      # the actor naming the current attempt's actors (raytfnode.directory);
-        #                            None when the cluster cannot restart (max_failures=0)
+        #                            None when the cluster cannot restart (max_failures=0) or be fed
         self.placement_group = None
         self.tensorboard_node = None
         self._tensorboard_url = None
@@ -328,7 +328,7 @@ class TFCluster:
         queue actor fails its node (:class:`NodeError`, which a restart can recover); the coordinator,
         the cluster. An actor that does not answer within ``timeout`` s counts as busy, not dead.
         """
-        if self.coordinator is None:
+        if not self.queue_actors:
             return None
         checks = _bookkeeping_pings(self, self._fed())
         ready, _ = ray.wait([ref for ref, _, _ in checks], num_returns=len(checks), timeout=timeout)
@@ -1148,9 +1148,10 @@ def _launch(cluster):
         grouped = [request for request, (job, _) in zip(requests, cluster.roles)
                    if not (config["driver_ps_nodes"] and job == "ps")]   # driver_ps_nodes: ps outside the group
         check_placement_feasible(grouped, config["placement_strategy"])
-        # the directory is needed only by a cluster that may restart; created now, so its worker process
+        # the directory is needed only by a fed cluster that may restart (only a feed restarts a cluster,
+        # and only a lazy feed's producers look the attempt's actors up); created now, so its worker process
         # starts beside the nodes' (each new worker process delays the nodes' start by about 0.25 s on 2 cores)
-        if cluster.directory is None and cluster._policy.restarts:
+        if cluster.directory is None and cluster._policy.restarts and _fed_by_driver(cluster):
             cluster.directory = GuardedHandle(DirectoryActor.options(
                 name=cluster._directory_name(), namespace=cluster.namespace,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
@@ -1225,11 +1226,18 @@ def _wait_bookkeeping_ready(cluster, fed):
             raise _bookkeeping_death(cluster, eid, actor, exc, "while the cluster started, ") from None
 
 
+def _fed_by_driver(cluster):
+    """Whether ``train``/``inference`` can feed ``cluster`` (``InputMode.SPARK``): only then does it need a
+    coordinator, and a directory to restart."""
+    return cluster.input_mode == InputMode.SPARK
+
+
 def _bookkeeping_pings(cluster, eids):
-    """``(ref, executor id or None, description)``: ``__ray_ready__`` of the coordinator and of the queue actors
-    of ``eids``, each with what errors call the actor."""
+    """``(ref, executor id or None, description)``: ``__ray_ready__`` of the coordinator (if any) and of the
+    queue actors of ``eids``, each with what errors call the actor."""
     pings = [(plain(cluster.coordinator).__ray_ready__.remote(), None,
-              "coordinator {} (which splits each feed among the nodes)".format(cluster._coordinator_name()))]
+              "coordinator {} (which splits each feed among the nodes)".format(cluster._coordinator_name()))
+             ] if cluster.coordinator is not None else []
     return pings + [(plain(cluster.queue_actors[eid]).__ray_ready__.remote(), eid,
                      "queue actor {} (the node's feed queues)".format(cluster._queue_actor_name(eid)))
                     for eid in eids]
@@ -1256,9 +1264,14 @@ def _start_actors(cluster, requests, placement_strategy, driver_ps_nodes, queue_
     # lost machine fails its node, not the queues that every producer and the driver talk to
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     secret = cluster._secret   # the queue actors and the coordinator answer only calls that carry it
-    cluster.coordinator = GuardedHandle(CoordinatorActor.options(
-        name=cluster._coordinator_name(), namespace=cluster.namespace, scheduling_strategy=here).remote(
-            secret, len(fed)), secret)
+    # the coordinator splits the driver's feeds among the nodes: a cluster whose nodes read their own data
+    # (InputMode.TENSORFLOW) is never fed and does without it (each new worker process delays the nodes'
+    # start by about a quarter of a second on 2 cores)
+    cluster.coordinator = None
+    if _fed_by_driver(cluster):
+        cluster.coordinator = GuardedHandle(CoordinatorActor.options(
+            name=cluster._coordinator_name(), namespace=cluster.namespace, scheduling_strategy=here).remote(
+                secret, len(fed)), secret)
     cluster.queue_actors = [
         GuardedHandle(NodeQueuesActor.options(name=cluster._queue_actor_name(eid), namespace=cluster.namespace,
                                               scheduling_strategy=here).remote(

@@ -6,6 +6,8 @@ node then holds the same number of rows per epoch whatever the partitioning,
 and a synchronous strategy (MultiWorkerMirroredStrategy) sees every worker run
 out of data at the same step. Assignments are remembered per chunk key, so a
 retried producer gets the same split as its failed attempt.
+
+Only a cluster that can be fed (``InputMode.SPARK``) has one.
 """
 from .errors import BadInputError
 from .guard import guarded_actor

@@ -10,7 +10,9 @@ that completed before the failure are not fed again.
 
 A cluster that cannot restart (``max_failures=0``, the default) has no directory:
 its first attempt's actors are the only ones, and one more Ray worker process
-starting beside the nodes delays their start (about 0.25 s on 2 cores).
+starting beside the nodes delays their start (about 0.25 s on 2 cores). Nor has
+one whose nodes read their own data (``InputMode.TENSORFLOW``): only a feed
+restarts a cluster.
 """
 from .guard import guarded_actor
 

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import socket
+import time
 import types
 import urllib.error
 import urllib.request
@@ -22,7 +23,7 @@ import node_reports
 from conftest import assert_no_leftovers
 from node_reports import wait_for_file
 from raytfnode import TFCluster, TFNode
-from raytfnode.errors import ClusterStoppedError, NodeError, ReservationTimeoutError
+from raytfnode.errors import BadInputError, ClusterStoppedError, NodeError, ReservationTimeoutError
 
 # Ray workers cannot import this test module: ship its functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -421,6 +422,39 @@ def test_a_leader_whose_tensorflow_import_fails_is_reported_and_the_others_do_no
             cluster.shutdown(timeout=60)
     assert info.value.job_name == "worker" and info.value.task_index == 0
     assert "tensorflow" in str(info.value)
+
+
+def _report_then_hold(args, ctx):
+    ctx.mgr.set("task_index", ctx.task_index)
+    wait_for_file(args["done"], NODE_WAIT_SECONDS)
+
+
+def test_a_cluster_that_reads_its_own_data_starts_only_its_nodes_and_their_managers(ray_cluster, no_leftovers,
+                                                                                      tmp_path):
+    # InputMode.TENSORFLOW is never fed: no coordinator, and no directory even with max_failures (only a
+    # feed restarts a cluster); each node keeps its queue actor, which holds ctx.mgr
+    done = tmp_path / "done"
+    cluster = TFCluster.run(None, _report_then_hold, {"done": str(done)}, 2, 0,
+                            input_mode=TFCluster.InputMode.TENSORFLOW, import_tensorflow=False, num_cpus=0.5,
+                            max_failures=1, reservation_timeout=120)
+    try:
+        prefix = "raytfnode-{}-".format(cluster.cluster_id)
+        names = sorted(actor["name"][len(prefix):] for actor in ray.util.list_named_actors(all_namespaces=True)
+                       if actor["name"].startswith(prefix))
+        assert names == ["node-0", "node-1", "queues-0", "queues-1"], names
+        assert cluster.coordinator is None and cluster.directory is None
+        reported = None
+        for _ in range(600):
+            reported = ray.get([queue.kv_get.remote("task_index") for queue in cluster.queue_actors])
+            if None not in reported:
+                break
+            time.sleep(0.1)
+        assert reported == [0, 1]
+        with pytest.raises(BadInputError, match="InputMode.SPARK"):
+            cluster.train(list(range(10)), num_epochs=1)
+    finally:
+        done.write_text("done")
+        cluster.shutdown(timeout=60)
 
 
 # ------------------------------------------------- ps + chief + workers, TF1
