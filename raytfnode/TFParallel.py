@@ -23,7 +23,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from .context import TFNodeContext
 from .errors import BadInputError, NodeError, ReservationTimeoutError
-from .resources import assigned_cpus, check_feasible, node_request, tf_thread_environment
+from .resources import check_feasible, node_request
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ class _ParallelRun:
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids)
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-        os.environ.update(tf_thread_environment(assigned_cpus(), os.environ))
         os.environ.pop("TF_CONFIG", None)
 
     def ready(self):
@@ -77,8 +76,7 @@ def run(sc, map_fn, tf_args, num_executors, use_barrier=True, *, num_cpus=1, num
         ``reservation_timeout``. Without it each run starts when its resources are free.
 
     Ray-only keyword arguments:
-      :num_cpus, num_gpus, memory, resources: Ray resources of every run's actor; ``num_cpus`` also sizes
-        TensorFlow's thread pools in it, as in :func:`raytfnode.TFCluster.run`.
+      :num_cpus, num_gpus, memory, resources: Ray resources of every run's actor.
       :reservation_timeout: seconds to wait for the placement group with ``use_barrier``.
       :working_dir: ``ctx.working_dir`` (default: the driver's working directory).
       :env_vars: extra environment variables for the runs' processes.

@@ -948,9 +948,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         ``map_fun`` calls ``ctx.release_port()`` itself.
 
     Ray-only keyword arguments:
-      :num_cpus, num_gpus, memory, resources: Ray resources of every node actor. ``num_cpus`` also sizes
-        TensorFlow's inter-op and intra-op thread pools in the node (at least 1 thread each), as Ray sizes
-        ``OMP_NUM_THREADS``; ``TF_NUM_INTEROP_THREADS``/``TF_NUM_INTRAOP_THREADS`` in ``env_vars`` win.
+      :num_cpus, num_gpus, memory, resources: Ray resources of every node actor.
       :role_resources: per-role overrides, e.g. ``{'ps': {'num_cpus': 0.5}}``.
       :placement_strategy: ``'PACK'``, ``'SPREAD'``, ``'STRICT_PACK'`` or ``'STRICT_SPREAD'``: place the
         nodes through a placement group with that strategy.

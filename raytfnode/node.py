@@ -21,7 +21,6 @@ import ray
 from .context import TFNodeContext
 from .logs import QUIET, quiet_node_stderr
 from .manager import TFManager
-from .resources import assigned_cpus, tf_thread_environment
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +63,10 @@ class _TFNode:
         # before TensorFlow is imported anywhere in this process (set here, not in a runtime_env, so the
         # actor can start in one of Ray's idle worker processes instead of a new one)
         if "tensorflow" in sys.modules:
-            logger.warning("node %s starts in a Ray worker that imported TensorFlow already: CUDA_VISIBLE_DEVICES, "
-                           "TF_USE_LEGACY_KERAS=1 and the thread-pool sizes may come too late", self.name)
+            logger.warning("node %s starts in a Ray worker that imported TensorFlow already: "
+                           "CUDA_VISIBLE_DEVICES and TF_USE_LEGACY_KERAS=1 may come too late", self.name)
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids)
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-        os.environ.update(tf_thread_environment(assigned_cpus(), os.environ))
         self.socket = None
         self.thread = None
         self.finished = threading.Event()

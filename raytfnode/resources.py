@@ -170,36 +170,6 @@ def _summary(resources):
     return ", ".join("{}={:g}".format(k, v) for k, v in sorted(keep.items()))
 
 
-#: the variables that size TensorFlow's inter-op and intra-op thread pools; TensorFlow reads them once, when its
-#: runtime starts in the process
-TF_THREAD_VARIABLES = ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")
-
-
-def tf_thread_environment(assigned_cpus, environ):
-    """The TensorFlow thread-pool variables a process holding ``assigned_cpus`` Ray CPUs should set.
-
-    Without them TensorFlow sizes both its pools to every core of the machine, so two nodes sharing a
-    machine each run a pool per core and preempt each other. Like Ray's ``OMP_NUM_THREADS``, each pool
-    gets the node's CPUs (at least one; a node that holds every core of its machine gets TensorFlow's
-    own default). A variable already in ``environ`` (the user's ``env_vars``, ``runtime_env`` or
-    environment) is kept.
-
-    Args:
-      :assigned_cpus: the Ray CPUs the process holds (``num_cpus``), fractions included.
-      :environ: the process's environment, read only.
-
-    Returns:
-      ``{variable: value}`` of the variables to set, empty when the user set them all.
-    """
-    threads = str(max(1, int(assigned_cpus or 0)))
-    return {name: threads for name in TF_THREAD_VARIABLES if name not in environ}
-
-
-def assigned_cpus():
-    """The Ray CPUs the calling actor holds (its ``num_cpus``)."""
-    return ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-
-
 def object_store_bytes():
     """``{Ray node id: object store bytes}`` of the cluster's live machines."""
     return {node["NodeID"]: node.get("Resources", {}).get("object_store_memory", 0)

@@ -457,36 +457,6 @@ def test_a_cluster_that_reads_its_own_data_starts_only_its_nodes_and_their_manag
         cluster.shutdown(timeout=60)
 
 
-def _report_thread_pools(args, ctx):
-    import os
-    import tensorflow as tf
-
-    tf.reduce_sum(tf.ones((64, 64)) @ tf.ones((64, 64))).numpy()   # TensorFlow starts its pools with the first op
-    names = [open("/proc/self/task/{}/comm".format(t)).read().strip() for t in os.listdir("/proc/self/task")]
-    ctx.mgr.set("pools", {"inter_op_threads": names.count("tf_Compute"),
-                          "variables": [os.environ.get("TF_NUM_INTEROP_THREADS"),
-                                        os.environ.get("TF_NUM_INTRAOP_THREADS")]})
-
-
-def test_tensorflow_thread_pools_follow_each_nodes_cpus_unless_the_user_sized_them(ray_cluster, no_leftovers):
-    # without it both nodes would run a pool per core of this machine; the user's variable is kept
-    cluster = TFCluster.run(None, _report_thread_pools, {}, 2, 1, input_mode=TFCluster.InputMode.TENSORFLOW,
-                            num_cpus=0.5, role_resources={"ps": {"num_cpus": 3}},
-                            env_vars={"TF_NUM_INTRAOP_THREADS": "2"}, reservation_timeout=120)
-    try:
-        reported = None
-        for _ in range(1200):
-            reported = ray.get([queue.kv_get.remote("pools") for queue in cluster.queue_actors])
-            if None not in reported:
-                break
-            time.sleep(0.1)
-    finally:
-        cluster.shutdown(timeout=60)
-    by_role = dict(zip([job for job, _ in cluster.roles], reported))
-    assert by_role == {"ps": {"inter_op_threads": 3, "variables": ["3", "2"]},
-                       "worker": {"inter_op_threads": 1, "variables": ["1", "2"]}}, reported
-
-
 # ------------------------------------------------- ps + chief + workers, TF1
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from raytfnode import TFNode, chunks, coordinator, paths, roles, stored
-from raytfnode.resources import node_request, placement_waves, tf_thread_environment
+from raytfnode.resources import node_request, placement_waves
 from raytfnode.result_blocks import join_results, slices
 from raytfnode.errors import BadInputError
 
@@ -697,14 +697,3 @@ def test_run_collects_cycles_only_while_another_started_cluster_may_have_been_dr
     finally:
         cluster_module._open_clusters.clear()
         cluster_module._open_clusters.update(before)
-
-
-def test_tensorflow_thread_pools_get_the_nodes_whole_cpus_and_never_override_the_user():
-    both = ("TF_NUM_INTEROP_THREADS", "TF_NUM_INTRAOP_THREADS")
-    assert tf_thread_environment(1, {}) == dict.fromkeys(both, "1")
-    assert tf_thread_environment(4, {"PATH": "/bin"}) == dict.fromkeys(both, "4")
-    assert tf_thread_environment(2.5, {}) == dict.fromkeys(both, "2")
-    for fraction in (0, 0.5, None):   # a node holding less than a CPU still runs one thread per pool
-        assert tf_thread_environment(fraction, {}) == dict.fromkeys(both, "1")
-    assert tf_thread_environment(2, {"TF_NUM_INTRAOP_THREADS": "8"}) == {"TF_NUM_INTEROP_THREADS": "2"}
-    assert tf_thread_environment(2, dict.fromkeys(both, "6")) == {}
