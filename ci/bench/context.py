@@ -82,8 +82,9 @@ class Bench:
                 import raydp
 
                 from raytfnode import logs
-                self._spark = raydp.init_spark("raytfnode-bench-{}".format(os.getpid()), num_executors=2,
-                                               executor_cores=1, executor_memory=self.args.executor_memory,
+                self._spark = raydp.init_spark("raytfnode-bench-{}".format(os.getpid()), num_executors=self.args.executors,
+                                               executor_cores=self.args.executor_cores,
+                                               executor_memory=self.args.executor_memory,
                                                configs=logs.raydp_configs({
                                                    "spark.ui.enabled": "false",
                                                    "spark.ui.showConsoleProgress": "false",

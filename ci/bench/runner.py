@@ -77,7 +77,12 @@ def parse(argv, names):
     parser.add_argument("--address", default=None, help="an existing Ray cluster (default: start a local one)")
     parser.add_argument("--ray-cpus", type=int, default=8, help="logical CPUs of the local Ray cluster")
     parser.add_argument("--node-cpus", type=float, default=0.5, help="num_cpus of read-only TF nodes")
-    parser.add_argument("--executor-memory", default="2g")
+    parser.add_argument("--executors", type=int, default=1,
+                        help="RayDP executors (default 1, with all the cores: Spark's coalesce and cache locality "
+                             "work per host, so two executors on one machine read about 40%% of a coalesced "
+                             "task's cached partitions from each other)")
+    parser.add_argument("--executor-cores", type=int, default=2, help="cores of each RayDP executor")
+    parser.add_argument("--executor-memory", default="4g", help="memory of each RayDP executor (local mode: the driver)")
     parser.add_argument("--train-sources", default=None,
                         help="comma list of sources feeding the training run (default raydata,dataframe,rdd; "
                              "raydata with --tiny)")
@@ -117,6 +122,9 @@ def main(argv=None):
     wall = time.monotonic()
     results.update({"started_at": datetime.datetime.now().isoformat(timespec="seconds"),
                     "spark": args.spark, "size": "tiny" if args.tiny else "full", "measurements": args.measurements,
+                    "spark_layout": ({"executors": args.executors, "executor_cores": args.executor_cores,
+                                      "executor_memory": args.executor_memory} if args.spark == "raydp"
+                                     else {"master": "local[2]", "driver_memory": args.executor_memory}),
                     "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in run.size.items()},
                     "note": "shared 2-core machine; numbers are noisy", "errors": {}, "measurement_seconds": {}})
     failed = []

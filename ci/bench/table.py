@@ -41,9 +41,19 @@ def machine_line(results):
     return ("Run {} ({} size, Spark {}, {:.0f} s) on {}, {} cores, {} GB RAM; load average {} at the start and {} at "
             "the end (1-minute; the machine is shared, figures move by about 20% between runs); {}.".format(
                 results.get("started_at", "?"), results.get("size", "?"),
-                "on Ray (RayDP)" if results.get("spark") == "raydp" else "local mode",
+                spark_layout(results),
                 results.get("total_seconds", 0), m.get("cpu_model", "?"), m.get("nproc", "?"), m.get("ram_gb", "?"),
                 num(start[0], 1), num(end[0], 1), shown))
+
+
+def spark_layout(results):
+    """'on Ray (RayDP, 1 executor x 2 cores)' or 'local mode'; runs before the layout was recorded had 2 x 1."""
+    if results.get("spark") != "raydp":
+        return "local mode"
+    layout = results.get("spark_layout") or {"executors": 2, "executor_cores": 1}
+    return "on Ray (RayDP, {} executor{} x {} core{})".format(
+        layout["executors"], "" if layout["executors"] == 1 else "s",
+        layout["executor_cores"], "" if layout["executor_cores"] == 1 else "s")
 
 
 def feed_table(results):
@@ -265,7 +275,7 @@ def targets_table(results):
 
 KNOWN = {"started_at", "spark", "size", "measurements", "sizes", "note", "errors", "measurement_seconds",
          "total_seconds", "machine", "chunk_bytes_default", "targets", "spark_start_seconds", "limits", "sources",
-         "training", "startup", "memory", "scaling", "peers"}
+         "training", "startup", "memory", "scaling", "peers", "spark_layout"}
 
 
 def other_sections(results):
