@@ -7,9 +7,16 @@ cores, against 0.8 s in 4. A training feed does not need the source's
 partitioning (rows are spread over the nodes in chunks anyway), so a Spark
 source with many more partitions than Spark has cores is fed through fewer
 tasks, each reading a run of partitions (``coalesce``, without a shuffle;
-consecutive ones unless Spark groups cached partitions by the executor that
-holds them). Inference keeps one task per partition: its results keep the input's
+consecutive ones unless Spark groups cached partitions by the host that holds
+them). Inference keeps one task per partition: its results keep the input's
 partitioning.
+
+Spark's ``coalesce`` knows hosts, not executors: with several executors on one
+machine a feeding task reads the cached partitions the others hold through a
+block fetch each. On RayDP on 2 cores, 60,000 MNIST rows cached in 400
+partitions fed at 0.55x the rate of 4 partitions with two executors of one
+core, and at 0.82x with one executor of two cores (Spark's own read: 0.43x and
+0.81x). One executor per machine, with the machine's cores, suits a feed.
 
 Chunk keys, exactly-once delivery and retries work per feeding task (a
 retried task reads the same partitions in the same order); errors name the
@@ -60,7 +67,7 @@ def describe_partitions(indices):
       >>> describe_partitions([8, 9, 10]), describe_partitions([3]), describe_partitions([1, 4])
       ('partitions 8-10', 'partition 3', 'partitions 1, 4')
 
-    Spark groups cached partitions by where their blocks are, so a run need not
+    Spark groups cached partitions by the host that holds them, so a run need not
     be consecutive; a long scattered run is named by its first few.
     """
     indices = list(indices)
