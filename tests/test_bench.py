@@ -57,6 +57,7 @@ def test_bench_tiny_writes_json_and_table_py_renders_its_figures(tmp_path):
     machine = results["machine"]
     assert machine["nproc"] >= 1 and machine["ram_gb"] > 0 and machine["cpu_model"]
     assert len(machine["loadavg_at_start"]) == 3 and len(machine["loadavg_at_end"]) == 3
+    assert results["spark_layout"]["master"] == "local[2]", results["spark_layout"]   # what Spark the figures had
 
     for kind in ("mnist", "tiny"):
         for name in ("spark_rdd_iter", "spark_arrow_read", "ray_data_iter", "object_store"):
@@ -113,6 +114,7 @@ def test_bench_tiny_writes_json_and_table_py_renders_its_figures(tmp_path):
     markdown = table.stdout
     assert machine["cpu_model"] in markdown and "{} cores".format(machine["nproc"]) in markdown, markdown
     assert "load average {:.1f}".format(machine["loadavg_at_start"][0]) in markdown, markdown
+    assert "Spark local mode" in markdown.splitlines()[0], markdown
     for entry in feed:
         assert "{:,.0f}".format(entry["rows_per_s"]) in markdown, (entry, markdown)
     assert "{:.1f}".format(training["runs"]["in_memory"]["steps_per_s"]) in markdown, markdown
