@@ -82,7 +82,8 @@ class Bench:
                 import raydp
 
                 from raytfnode import logs
-                self._spark = raydp.init_spark("raytfnode-bench-{}".format(os.getpid()), num_executors=self.args.executors,
+                self._spark = raydp.init_spark("raytfnode-bench-{}".format(os.getpid()),
+                                               num_executors=self.args.executors,
                                                executor_cores=self.args.executor_cores,
                                                executor_memory=self.args.executor_memory,
                                                configs=logs.raydp_configs({

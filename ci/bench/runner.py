@@ -82,7 +82,8 @@ def parse(argv, names):
                              "work per host, so two executors on one machine read about 40%% of a coalesced "
                              "task's cached partitions from each other)")
     parser.add_argument("--executor-cores", type=int, default=2, help="cores of each RayDP executor")
-    parser.add_argument("--executor-memory", default="4g", help="memory of each RayDP executor (local mode: the driver)")
+    parser.add_argument("--executor-memory", default="4g",
+                        help="memory of each RayDP executor (local mode: the driver's)")
     parser.add_argument("--train-sources", default=None,
                         help="comma list of sources feeding the training run (default raydata,dataframe,rdd; "
                              "raydata with --tiny)")
