@@ -8,6 +8,9 @@ from bench.data import build_data
 
 log = logging.getLogger("bench")
 
+#: the master of ``--spark local`` (the JSON's ``spark_layout`` names it)
+LOCAL_MASTER = "local[2]"
+
 SIZES = {
     "full": dict(mnist_rows=60000, tiny_rows=1000000, partitions=4, train_epochs=5, train_batch=256, train_rounds=3,
                  startup_repeats=3, memory_queue_bytes=16 << 20, memory_sleep=0.25, scaling_nodes=(1, 2, 4),
@@ -93,7 +96,7 @@ class Bench:
                                                    "spark.task.maxFailures": "1"}))
             else:
                 from pyspark.sql import SparkSession
-                self._spark = (SparkSession.builder.master("local[2]").appName("raytfnode-bench")
+                self._spark = (SparkSession.builder.master(LOCAL_MASTER).appName("raytfnode-bench")
                                .config("spark.ui.enabled", "false")
                                .config("spark.ui.showConsoleProgress", "false")
                                .config("spark.driver.memory", self.args.executor_memory)

@@ -33,7 +33,7 @@ if os.path.isdir(os.path.join(REPO, "raytfnode")):
 import bench  # noqa: E402
 from bench import table  # noqa: E402
 from bench.common import SOURCES, machine_info  # noqa: E402
-from bench.context import SIZES, Bench  # noqa: E402
+from bench.context import LOCAL_MASTER, SIZES, Bench  # noqa: E402
 from bench.targets import evaluate  # noqa: E402
 
 log = logging.getLogger("bench")
@@ -125,7 +125,7 @@ def main(argv=None):
                     "spark": args.spark, "size": "tiny" if args.tiny else "full", "measurements": args.measurements,
                     "spark_layout": ({"executors": args.executors, "executor_cores": args.executor_cores,
                                       "executor_memory": args.executor_memory} if args.spark == "raydp"
-                                     else {"master": "local[2]", "driver_memory": args.executor_memory}),
+                                     else {"master": LOCAL_MASTER, "driver_memory": args.executor_memory}),
                     "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in run.size.items()},
                     "note": "shared 2-core machine; numbers are noisy", "errors": {}, "measurement_seconds": {}})
     failed = []
