@@ -568,7 +568,8 @@ class TFCluster:
                 report["rows"] = sum(epoch_rows.values())
                 report["consumed"] += sum(part["consumed"] for part in stats)
                 report["skipped"] += sum(part["skipped"] for part in stats)
-                self._put_markers(qname, [(END_EPOCH, target.feed_id, epoch)])
+                if not all(part.get("marked_end") for part in stats):   # else the job queued it
+                    self._put_markers(qname, [(END_EPOCH, target.feed_id, epoch)])
                 if epoch + 1 == num_epochs:
                     break
                 stats = self._fed_stats()

@@ -598,7 +598,7 @@ class _NodeQueues:
             lane.queue.finish(1)
         self.signal.notify()
 
-    async def put_and_wait(self, name, entries, answers, timeout):
+    async def put_and_wait(self, name, entries, answers, timeout, markers=()):
         """Queues a node's share of an epoch of rows already in the object store, then waits until it was read.
 
         One call per node and epoch for a Ray Dataset, instead of a put per piece and a wait: the
@@ -606,7 +606,9 @@ class _NodeQueues:
         room. ``entries`` is ``[(index, key, box, num_rows)]``; ``answers`` is the coordinator's
         ``assign_all`` answer for the epoch, which Ray resolves before this call runs (the producer
         does not wait for it): an entry whose answer (``answers[index]``) is ``None``, because a node
-        terminated the feed, is not queued. Returns :meth:`wait_consumed`'s summary of the queued ones.
+        terminated the feed, is not queued. ``markers`` (the epoch's end) are queued right after the
+        entries, in this call, so they follow them without a round trip to the driver. Returns
+        :meth:`wait_consumed`'s summary of the queued ones.
         """
         keys = []
         for index, key, box, num_rows in entries:
@@ -614,6 +616,8 @@ class _NodeQueues:
                 continue
             await self.put_chunk(name, key, box, num_rows, 0, None, False, timeout)
             keys.append(key)
+        if markers:
+            self.put_markers(name, markers)
         if not keys:
             return {"consumed": 0, "skipped": 0, "lost": []}
         return await self.wait_consumed(keys, timeout)

@@ -197,7 +197,7 @@ def _put_epoch_chunks(target, epoch, partition, chunks, coordinator, queues, sta
     return keys
 
 
-def feed_stored_epoch(target, epoch, pieces, partitions, cancelled=None):
+def feed_stored_epoch(target, epoch, pieces, partitions, cancelled=None, end_marker=None):
     """Feeds one training epoch of rows already in the object store (a Ray Dataset's blocks) in a few calls.
 
     The rows need no cutting or copying, and their size is known before the
@@ -215,15 +215,19 @@ def feed_stored_epoch(target, epoch, pieces, partitions, cancelled=None):
       :pieces: the :class:`raytfnode.stored.StoredRows` and :class:`raytfnode.stored.StoredRun`, in order.
       :partitions: how many blocks they cover (the source's partitions, for the report).
       :cancelled: a ``threading.Event``; once set, no more pieces are put.
+      :end_marker: the end-of-epoch marker, queued on every node's queue by the same call, right after
+        its share (the driver need not send it after the epoch: one round trip less per epoch).
 
     Returns:
-      ``{'epoch', 'rows', 'consumed', 'skipped', 'partitions'}``.
+      ``{'epoch', 'rows', 'consumed', 'skipped', 'partitions', 'marked_end'}``; ``marked_end``: every
+      node's queue holds ``end_marker``.
     """
     where = "epoch {} of the Ray Dataset".format(epoch)
     coordinator, queues = connect(target, where)
     chunks = [((target.feed_id, epoch, index, 0), piece) for index, piece in enumerate(pieces)]
     stats = {"epoch": epoch, "rows": sum(piece.num_rows for piece in pieces), "consumed": 0, "skipped": 0,
-             "partitions": partitions}
+             "partitions": partitions, "marked_end": end_marker is not None}
+    markers = [end_marker] if end_marker is not None else []
     if cancelled is not None and cancelled.is_set():
         raise FeedError("{}: the feed was cancelled".format(where))
     answers = coordinator.assign_all.remote(
@@ -234,8 +238,8 @@ def feed_stored_epoch(target, epoch, pieces, partitions, cancelled=None):
     else:
         given = ray.get(answers)
         shares = stored_shares(chunks, given, len(queues))
-    waits = [(slot, queues[slot].put_and_wait.remote(target.qname, share, given, target.feed_timeout))
-             for slot, share in enumerate(shares) if share]
+    waits = [(slot, queues[slot].put_and_wait.remote(target.qname, share, given, target.feed_timeout, markers))
+             for slot, share in enumerate(shares) if share or markers]
     try:
         _gather_consumed(target, waits, where, stats)
     except BaseException:

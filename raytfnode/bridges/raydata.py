@@ -9,7 +9,8 @@ changes. Every epoch then feeds row ranges of the blocks by reference
 (:mod:`raytfnode.stored`) from the driver: no byte of a block is copied or
 moved on the way to the readers, which see its columns as views, and an epoch
 costs one coordinator call and one call per node (which queues the node's
-ranges and waits until they were read), whatever the number of blocks. Small
+ranges and the epoch's end, and waits until they were read), whatever the
+number of blocks. Small
 blocks (under half a chunk) would still cost a reference each, borrowed by a
 queue actor and a reader every epoch and answered by the driver that owns it:
 they are joined once, by a few tasks on their own machines, into blocks of up
@@ -33,6 +34,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..epoch_cache import CACHE_SHARE_OF_STORE
 from ..errors import BadInputError
+from ..queue_parts import END_EPOCH
 from ..feeding import feed_inference_partition, feed_stored_epoch
 from ..locality import contiguous_plan, home_machines, plan_epoch
 from ..resources import object_store_bytes
@@ -243,7 +245,8 @@ class _StoredFeedJob:
         pieces = runs_of(pieces, self.target.chunk_bytes, self.target.chunk_rows)
         # the whole epoch at once, from this thread: the blocks' sizes are known, their pieces cost no
         # memory, so nothing is gained by a producer per block and every producer's round trips are lost
-        return [feed_stored_epoch(self.target, self.epoch, pieces, len(self.blocks), self.cancelled)]
+        return [feed_stored_epoch(self.target, self.epoch, pieces, len(self.blocks), self.cancelled,
+                                  end_marker=(END_EPOCH, self.target.feed_id, self.epoch))]
 
     def _plan(self, refs, block_rows):
         """Per block (``refs``), the fed node reading each row range: local first on several machines,
