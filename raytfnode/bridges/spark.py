@@ -268,4 +268,16 @@ class SparkDataFrameSource:
                     yield pa.RecordBatch.from_pylist([{"results": pickle.dumps(piece, protocol=5)}])
 
         pickled = self.df.mapInArrow(infer, "results binary").rdd
-        return pickled.flatMap(lambda row: pickle.loads(row.results), preservesPartitioning=True)
+        return pickled.mapPartitions(_unpickled_results, preservesPartitioning=True)
+
+
+def _unpickled_results(records):
+    """The results an inference task pickled into its ``results`` records, one by one.
+
+    This runs in Spark Python workers of their own (an RDD's, not the Arrow ones of the feeding
+    task), so they are spared re-reading Spark's jar directories before each task here too (see
+    :mod:`raytfnode.zipcache`).
+    """
+    reuse_unchanged_archive_directories()
+    for record in records:
+        yield from pickle.loads(record.results)
