@@ -117,9 +117,9 @@ def _block_layouts(blocks):
         groups = check_groups([i for i in missing if homes[i] != here], homes)
         checks = [_check_blocks.options(scheduling_strategy=on_machine(homes[group[0]])).remote(
             group, *[blocks[i] for i in group]) for group in groups]
+        local_answers = [check_block(ray.get(blocks[i]), "block {}".format(i)) for i in local]  # tasks run meanwhile
         groups.append(local)
-        answers = [[check_block(ray.get(blocks[i]), "block {}".format(i)) for i in local]]
-        answers[:0] = _get_raising_bad_input(checks)
+        answers = _get_raising_bad_input(checks) + [local_answers]
         with _checked_lock:
             for group, group_answers in zip(groups, answers):
                 for i, answer in zip(group, group_answers):
