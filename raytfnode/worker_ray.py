@@ -12,7 +12,18 @@ The driver therefore hands the variable to Spark: :func:`pass_auth_to_spark_work
 puts it in ``SparkContext.environment``, the environment Spark gives every Python
 worker it starts for a later job (as ``spark.executorEnv.*`` does). A worker that
 still lacks it fails with :func:`check_worker_auth`'s message, which says what to set.
+
+PySpark's daemon runs a full ``gc.collect()`` after every task of a reused
+worker, and the worker takes no next task until it is done. Once Ray is
+imported that collection examines every object of Ray, numpy and the rest:
+about 70,000 objects and 29 ms on a 2-core machine (125,000 and 63 ms with Ray
+Data imported too). :func:`connect_worker` therefore freezes the heap as it
+stands once connected (``gc.freeze()``), and later collections skip those
+objects: about 15,000 objects and 4-8 ms were left in the workers of a training
+feed. Frozen objects are still freed by reference counting; only cycles among
+them that are garbage at that moment are kept, once per worker.
 """
+import gc
 import logging
 import os
 
@@ -70,6 +81,7 @@ def connect_worker(ray_address, namespace, auth_mode, where=None):
         return
     check_worker_auth(auth_mode, ray_address, where=where)
     ray.init(address=ray_address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+    gc.freeze()   # Spark's collection after each task then skips Ray's and the imports' objects
 
 
 __all__ = ["AUTH_MODE_ENV", "check_worker_auth", "connect_worker", "pass_auth_to_spark_workers"]

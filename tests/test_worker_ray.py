@@ -37,3 +37,27 @@ def test_driver_auth_mode_reaches_the_python_workers_of_later_jobs(spark):
         sc.environment.pop("RAY_AUTH_MODE", None)
         if had is not None:
             sc.environment["RAY_AUTH_MODE"] = had
+
+
+def test_connected_worker_leaves_ray_and_its_imports_out_of_sparks_collection_after_each_task(spark, ray_cluster):
+    """PySpark's daemon runs ``gc.collect()`` after every task of a reused worker; Ray's objects must not be in it."""
+    import os
+
+    from raytfnode.worker_ray import AUTH_MODE_ENV, connect_worker
+
+    ray = ray_cluster
+    address = ray.get_runtime_context().gcs_address
+    auth_mode = os.environ.get(AUTH_MODE_ENV)
+    pass_auth_to_spark_workers(spark.sparkContext)
+
+    def connect_and_count(_):
+        import gc
+
+        connect_worker(address, "raytfnode-test-gc", auth_mode)
+        gc.collect()
+        yield gc.get_freeze_count(), len(gc.get_objects())
+
+    for frozen, collected in spark.sparkContext.parallelize(range(2), 2).mapPartitions(
+            connect_and_count).collect():
+        assert frozen > 50_000, frozen                # Ray, numpy and raytfnode, left out of every collection
+        assert collected < frozen / 2, (collected, frozen)
