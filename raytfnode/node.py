@@ -7,6 +7,7 @@ TensorFlow works, and ``ray.kill`` ends it at once even inside
 ``server.join()``.
 """
 import json
+import gc
 import logging
 import os
 import socket
@@ -155,11 +156,26 @@ class _TFNode:
         return self.name
 
     def _import_tensorflow(self):
+        """Imports TensorFlow with the cycle collector paused, then freezes what the import built.
+
+        The import builds about 500,000 long-lived objects, and the collector examined them over and
+        over while they came (0.5-0.7 s of a 2.6-3.4 s import here, five full collections among
+        them); only about 1,600 of them were garbage at the end. Frozen (``gc.freeze()``), they also
+        stay out of every later collection while ``map_fun`` trains. Measured on 2 cores (6 alternated
+        pairs of 2-node in-memory Keras trainings): the first step came 0.77 s earlier (median 6.25
+        against 7.02 s), in every pair.
+        """
         started = time.monotonic()
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             import tensorflow  # noqa: F401
         except BaseException as exc:  # noqa: BLE001  (raised again on the map_fun thread, traceback and all)
             self.import_failure = exc
+        finally:
+            gc.freeze()
+            if collecting:
+                gc.enable()
         self.import_seconds = time.monotonic() - started
 
     def _run(self, map_fun, tf_args, ctx):

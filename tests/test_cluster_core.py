@@ -394,8 +394,10 @@ class _OnNode0:
 
 
 def _record_entry(args, ctx):
+    import gc
     import time
-    _write_json(_report_path(args["dir"], ctx), {"entered": time.time()})
+    _write_json(_report_path(args["dir"], ctx), {"entered": time.time(), "frozen": gc.get_freeze_count(),
+                                                 "collecting": gc.isenabled()})
 
 
 def test_other_nodes_begin_map_fun_after_the_coordination_leader(ray_cluster, no_leftovers, tmp_path):
@@ -408,6 +410,16 @@ def test_other_nodes_begin_map_fun_after_the_coordination_leader(ray_cluster, no
     # without the wait worker:1 would begin about 3 s before the leader; with it, as the leader's own
     # signal arrives (the two threads then go on at once, within a millisecond of each other)
     assert other > leader - 0.5
+
+
+def test_tensorflow_imported_before_map_fun_stays_out_of_the_cycle_collectors_work(ray_cluster, no_leftovers,
+                                                                                    tmp_path):
+    cluster = TFCluster.run(None, _record_entry, {"dir": str(tmp_path)}, 1, 0,
+                            input_mode=TFCluster.InputMode.TENSORFLOW, reservation_timeout=180)
+    cluster.shutdown(timeout=180)
+    entry = _read_json(os.path.join(tmp_path, "worker-0.json"))
+    assert entry["frozen"] > 200_000, entry    # TensorFlow's objects: no collection examines them again
+    assert entry["collecting"] is True         # the collector paused for the import only
 
 
 def test_a_leader_whose_tensorflow_import_fails_is_reported_and_the_others_do_not_wait_for_it(
