@@ -6,8 +6,8 @@ thread, so it keeps answering control calls (``join``, ``status``) while
 TensorFlow works, and ``ray.kill`` ends it at once even inside
 ``server.join()``.
 """
-import json
 import gc
+import json
 import logging
 import os
 import socket
