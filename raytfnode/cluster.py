@@ -428,10 +428,11 @@ class TFCluster:
             small blocks as they are).
             See :mod:`raytfnode.epoch_cache` and :mod:`raytfnode.bridges.raydata`.
           :feed_tasks: for a Spark RDD or DataFrame, how many Spark tasks feed an epoch. ``None`` feeds each
-            partition in its own task unless there are more than 4 partitions per Spark core; then 2 tasks per
-            core each read a run of partitions (a Spark task costs about 0.1 s before its first row,
-            which 400 small partitions pay 400 times). ``0`` feeds each partition in its own task; a positive
-            number caps the tasks. See :mod:`raytfnode.feed_tasks`.
+            partition in its own task while there are no more partitions than Spark cores; beyond, one task
+            per core reads a run of partitions, so the epoch is fed in one wave of tasks (a feeding task holds
+            its core until its rows were read, and a Spark task costs about 0.1 s before its first row).
+            ``0`` feeds each partition in its own task (errors then name the partition and the row in it); a
+            positive number caps the tasks. See :mod:`raytfnode.feed_tasks`.
           :stream_options: for a stream only: ``checkpoint_location``, ``trigger`` (a dict such as
             ``{'availableNow': True}``), ``query_name``, ``epoch_per_batch``.
 

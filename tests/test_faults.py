@@ -463,7 +463,10 @@ def test_spark_task_retry_delivers_rows_once(spark, clusters, tmp_path, how):
                        queue_max_bytes=16 << 10)
     rdd = spark.sparkContext.parallelize(range(n), partitions).mapPartitionsWithIndex(
         _fail_first_attempt(how, 1000, str(markers), str(retries)))
-    report = cluster.train(rdd, num_epochs=epochs, feed_timeout=600)
+    # feed_tasks=0: each partition in a task of its own, whose first attempt fails (a coalesced task's
+    # retry reads its later partitions as a retry; the retried tasks of test_spark_feed.py and
+    # test_options.py are coalesced ones, 4 partitions on 2 Spark cores)
+    report = cluster.train(rdd, num_epochs=epochs, feed_timeout=600, feed_tasks=0)
     failed = sorted(os.listdir(markers))
     assert len(failed) == partitions * epochs, "not every first attempt failed: {}".format(failed)
     assert sorted(os.listdir(retries)) == failed, "a failed partition was not fed by a retry"
@@ -644,8 +647,8 @@ def test_none_in_numeric_rdd_column(spark, clusters):
     rows = [(float(i), i) for i in range(3000)]
     rows[2000 + 123] = (None, 5)   # partition 2, row 123
     cluster = clusters(slow_reader(0), sc=spark, chunk_bytes=2048)
-    with pytest.raises(BadInputError) as info:
-        cluster.train(spark.sparkContext.parallelize(rows, 3), num_epochs=1, feed_timeout=600)
+    with pytest.raises(BadInputError) as info:   # feed_tasks=0: each of the 3 partitions in a task of its own
+        cluster.train(spark.sparkContext.parallelize(rows, 3), num_epochs=1, feed_timeout=600, feed_tasks=0)
     text = str(info.value)
     print(text)
     assert "partition 2" in text and "row 123" in text and "None" in text, text
@@ -661,8 +664,8 @@ def test_null_in_numeric_dataframe_column(spark, clusters):
     schema = StructType([StructField("x", DoubleType(), True), StructField("y", LongType(), False)])
     df = spark.createDataFrame(spark.sparkContext.parallelize(rows, 3), schema)
     cluster = clusters(slow_reader(0), sc=spark)
-    with pytest.raises(BadInputError) as info:
-        cluster.train(df, num_epochs=1, feed_timeout=600)
+    with pytest.raises(BadInputError) as info:   # feed_tasks=0: each of the 3 partitions in a task of its own
+        cluster.train(df, num_epochs=1, feed_timeout=600, feed_tasks=0)
     text = str(info.value)
     print(text)
     assert "partition 1" in text and "column x" in text and "row 45" in text and "null" in text, text

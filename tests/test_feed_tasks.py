@@ -1,8 +1,8 @@
 """A Spark source with many small partitions is fed through a few Spark tasks.
 
 A Spark task costs about 0.1 s here before its first row, so 400 partitions of
-150 rows would spend 20 s in task overhead; ``train()`` coalesces them into 2
-feeding tasks per Spark core (``raytfnode.feed_tasks``). What must not change:
+150 rows would spend 20 s in task overhead; ``train()`` coalesces them into one
+feeding task per Spark core (``raytfnode.feed_tasks``). What must not change:
 every row once per epoch, the report counting the source's partitions, a
 retried task delivering nothing twice, and errors naming the partitions.
 """
@@ -69,11 +69,11 @@ def _next_job_id(spark):
 
 
 @pytest.mark.parametrize("kind", ["dataframe", "rdd"])
-def test_many_small_partitions_feed_through_two_tasks_per_core_each_row_once_per_epoch(spark, no_leftovers,
+def test_many_small_partitions_feed_through_one_task_per_core_each_row_once_per_epoch(spark, no_leftovers,
                                                                                        tmp_path, kind):
     num_rows, parts, epochs = 3000, 60, 2
     cores = spark.sparkContext.defaultParallelism
-    assert parts > 4 * cores, "the test needs many partitions per Spark core"
+    assert parts > 4 * cores, "the test needs many more partitions than Spark cores"
     if kind == "dataframe":
         data = spark.range(0, num_rows, 1, parts)
     else:
@@ -87,7 +87,7 @@ def test_many_small_partitions_feed_through_two_tasks_per_core_each_row_once_per
         cluster.shutdown(timeout=60)
     assert report["rows"] == report["consumed"] == epochs * num_rows, report
     assert report["partitions"] == epochs * parts, report       # the source's partitions, not the tasks
-    assert _tasks_of_jobs_since(spark, first_job) == [2 * cores] * epochs
+    assert _tasks_of_jobs_since(spark, first_job) == [cores] * epochs
     nodes = read_node_reports(tmp_path)
     for epoch in range(epochs):
         assert sum(node["epochs"][epoch][0] for node in nodes.values()) == num_rows
@@ -130,7 +130,7 @@ def test_bad_row_in_a_coalesced_feed_names_the_task_and_its_partitions(spark, no
     finally:
         cluster.shutdown(timeout=60)
     text = str(info.value)
-    tasks = 2 * spark.sparkContext.defaultParallelism
+    tasks = spark.sparkContext.defaultParallelism
     size = 40 // tasks                     # an RDD without preferred locations coalesces into even runs
     first = 37 // size * size
     assert "feeding task {} of {}, which reads partitions {}-{}".format(37 // size, tasks, first,
@@ -152,7 +152,7 @@ def test_thousands_of_partitions_are_counted_not_listed(spark, no_leftovers):
             cluster.train(spark.sparkContext.parallelize(rows, parts), num_epochs=1, feed_timeout=120)
     finally:
         cluster.shutdown(timeout=60)
-    tasks = 2 * spark.sparkContext.defaultParallelism
+    tasks = spark.sparkContext.defaultParallelism
     text = str(info.value)
     assert "feeding task {} of {}, which reads {} of the source's {} partitions".format(
         4321 * tasks // num_rows, tasks, parts // tasks, parts) in text and "'x'" in text, text

@@ -627,12 +627,12 @@ def test_coordinator_gives_a_retried_chunk_its_first_split_and_refuses_one_with_
     assert body.epoch_totals("feed1", 0) == [5, 5]        # the refused chunk added nothing
 
 
-def test_feeding_tasks_coalesce_only_many_partitions_per_core_and_obey_the_option():
+def test_feeding_tasks_are_one_per_core_beyond_the_cores_and_obey_the_option():
     from raytfnode.feed_tasks import feeding_tasks
-    assert feeding_tasks(8, 2) == 8                  # 4 a core: each partition in its own task
-    assert feeding_tasks(9, 2) == 4                  # more: 2 tasks a core
-    assert feeding_tasks(400, 2) == 4 and feeding_tasks(400, 16) == 32
-    assert feeding_tasks(400, 0) == 2                # no core count known: as if one
+    assert feeding_tasks(2, 2) == 2 and feeding_tasks(3, 8) == 3   # no more than the cores: one task each
+    assert feeding_tasks(3, 2) == 2 and feeding_tasks(8, 2) == 2   # more: one task a core, in one wave
+    assert feeding_tasks(400, 2) == 2 and feeding_tasks(400, 16) == 16
+    assert feeding_tasks(400, 0) == 1                # no core count known: as if one
     assert feeding_tasks(400, 2, feed_tasks=0) == 400
     assert feeding_tasks(400, 2, feed_tasks=16) == 16 and feeding_tasks(10, 2, feed_tasks=16) == 10
     assert feeding_tasks(1, 2, feed_tasks=1) == 1 and feeding_tasks(0, 2) == 0
