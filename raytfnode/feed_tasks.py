@@ -15,8 +15,9 @@ partitions (``coalesce``, without a shuffle; consecutive ones unless Spark
 groups cached partitions by the host that holds them). In one wave, 4
 partitions on 2 cores fed faster in 8 or 9 of 9 alternated pairs for each of
 MNIST and int64 rows from an RDD and a DataFrame (medians 0.64 against 0.75 s
-for the MNIST DataFrame, 0.49 against 0.52 s for its RDD), and so did 8 and
-400 partitions (6 or 7 of 7). 400 partitions each in a task of its own took
+for the MNIST DataFrame, 0.49 against 0.52 s for its RDD), and 8 and 400
+partitions fed faster through 2 tasks than through 4 (6 or 7 of 7). 400
+partitions each in a task of its own took
 21 s, as long as Spark's own ``mapInArrow`` over them. Inference keeps one
 task per partition: its results keep the input's partitioning.
 
