@@ -8,6 +8,7 @@ therefore run in waves, each waiting for the nodes before the next starts:
 4 cached partitions on 2 cores fed in 2 waves, each task 15-30 ms between
 its last put and the nodes' last read, then 12 ms (an RDD) or 68 ms (a
 DataFrame; medians) until the next wave's task began.
+
 A training feed does not need the source's partitioning (rows are spread over
 the nodes in chunks anyway), so a Spark source with more partitions than
 Spark has cores is fed through one task per core, each reading a run of
@@ -17,9 +18,9 @@ partitions on 2 cores fed faster in 8 or 9 of 9 alternated pairs for each of
 MNIST and int64 rows from an RDD and a DataFrame (medians 0.64 against 0.75 s
 for the MNIST DataFrame, 0.49 against 0.52 s for its RDD), and 8 and 400
 partitions fed faster through 2 tasks than through 4 (6 or 7 of 7). 400
-partitions each in a task of its own took
-21 s, as long as Spark's own ``mapInArrow`` over them. Inference keeps one
-task per partition: its results keep the input's partitioning.
+partitions each in a task of its own took 21 s, as long as Spark's own
+``mapInArrow`` over them. Inference keeps one task per partition: its
+results keep the input's partitioning.
 
 Spark's ``coalesce`` knows hosts, not executors: with several executors on one
 machine a feeding task reads the cached partitions the others hold through a
