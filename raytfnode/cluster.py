@@ -958,7 +958,7 @@ def run(sc, map_fun, tf_args, num_executors, num_ps, tensorboard=False, input_mo
         reader took until it has read them. A feed pins about this much per fed node in the object
         store, plus a chunk per producer and per reader; read chunks then wait for Ray's batched free
         unpinned, and the store evicts them when it needs the room.
-      :chunk_bytes: target size of a chunk (16 MiB; every chunk costs a few actor calls).
+      :chunk_bytes: target size of a chunk (32 MiB; split across the fed nodes, each piece costs a few actor calls).
       :working_dir: working directory of the nodes for relative paths (default: the driver's).
       :import_tensorflow: import TensorFlow in every node before ``map_fun`` runs (``run()`` does not wait
         for it: the feed starts meanwhile). The other nodes then begin ``map_fun`` only after the node

@@ -516,7 +516,7 @@ def _feed_ids(machines, tmp_path, ds, epochs, train_options=None, **kwargs):
 
 def test_data_locality_reads_blocks_on_their_own_machines_and_keeps_the_balance(machines, tmp_path):
     # 6 blocks of 300 rows, 2 on each TF machine: each machine holds exactly its nodes' share. The blocks
-    # (2,400 bytes) are fed as pieces of their own with 4 KiB chunks; with the default 16 MiB chunks they
+    # (2,400 bytes) are fed as pieces of their own with 4 KiB chunks; with the default 32 MiB chunks they
     # would travel in one run of small blocks, which the blind split cuts into contiguous thirds anyway.
     # The Dataset's metadata tasks run on the head, which then holds a copy of every block too: copies
     # are counted on the TF machines
@@ -543,7 +543,7 @@ def test_data_locality_reads_blocks_on_their_own_machines_and_keeps_the_balance(
 
 
 def test_small_blocks_are_joined_on_their_own_machines_and_never_copied(machines, tmp_path):
-    # 12 blocks of 300 KiB: 6 on machine 1, 4 on 2, 2 on 3, small against 16 MiB chunks. Each machine joins
+    # 12 blocks of 300 KiB: 6 on machine 1, 4 on 2, 2 on 3, small against 32 MiB chunks. Each machine joins
     # its own; the balance (1,200 rows per node) has machine 3's node read part of machine 1's joined
     # block, so that block is copied, never an original. Fed as they are (epoch_cache_bytes=0), two of
     # machine 1's blocks are read on machine 3. The Dataset's metadata tasks run on the head (the driver's

@@ -64,7 +64,7 @@ def test_new_blocks_are_checked_by_a_few_tasks_per_machine_each_holding_blocks_o
     assert check_groups([3], homes) == [[3]] and check_groups([], homes) == []
 
 
-# 8-byte rows: with the default 16 MiB chunks every block is small and the blocks are joined once into
+# 8-byte rows: with the default 32 MiB chunks every block is small and the blocks are joined once into
 # one; with chunk_bytes=4096 the 200-row blocks (1,600 bytes) join in pairs... up to 16 KiB, and with 1024
 # the 27-row blocks join up to 4 KiB; with epoch_cache_bytes=0 nothing is joined and the 27-row blocks
 # travel in runs of at most 4 blocks. Twice: the second train() on the same Dataset feeds its joined blocks
