@@ -119,3 +119,32 @@ def test_bench_tiny_writes_json_and_table_py_renders_its_figures(tmp_path):
         assert "{:,.0f}".format(entry["rows_per_s"]) in markdown, (entry, markdown)
     assert "{:.1f}".format(training["runs"]["in_memory"]["steps_per_s"]) in markdown, markdown
     assert markdown.strip() in output, "the run printed a different table than table.py makes of its JSON"
+
+
+def test_spark_tensorflow_distributor_runs_are_averaged_and_each_is_shown_in_the_table(tmp_path):
+    # pure parts of the peers (which this file does not run): bench.peer_spark's summary of its runs, each in
+    # a Spark application of its own, and the lines table.py writes under the comparisons
+    script = """
+import sys
+sys.path.insert(0, {ci!r})
+from bench.peer_spark import std_summary
+from bench.table import peers_table
+
+def run(steps, first):
+    return {{"steps_per_s": steps, "seconds_to_first_step": first, "steps_per_epoch": 235,
+             "tensorflow_imported_before": False, "tensorflow_import_seconds": first - 5, "seconds_to_train_fn": 1.0}}
+
+std = std_summary([run(60.0, 8.0), run(70.0, 10.0)])
+assert (std["steps_per_s"], std["seconds_to_first_step"], len(std["rounds"])) == (65.0, 9.0, 2), std
+failed = std_summary([run(60.0, 8.0), {{"error": "RuntimeError: no slots"}}])
+assert failed["error"] == "RuntimeError: no slots" and "steps_per_s" not in failed, failed
+peers = {{"comparisons": [], "spark_standalone": {{"std": std}},
+          "in_memory_around_spark_peers": {{"steps_per_s": [66.0, 64.0], "seconds_to_first_step": [7.0, 7.5]}}}}
+print("\\n".join(peers_table({{"peers": peers}})))
+""".format(ci=str(CI))
+    done = run(["-c", script], 60, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "runs (each a Spark application of its own): 60.0 and 70.0 steps/s, first step 8.0 and 10.0 s" \
+        in done.stdout, done.stdout
+    assert "TensorFlow: 4.0 s, mean)" in done.stdout, done.stdout
+    assert "just before and just after the standalone peers: 66.0 and 64.0 steps/s" in done.stdout, done.stdout

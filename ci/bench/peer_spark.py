@@ -7,7 +7,9 @@ Starts a Spark standalone master and two 1-core workers with the pyspark package
    nodes that read with ``next_batch(100)`` (rows/s of ``cluster.train``), then the benchmark's Keras
    model under MultiWorkerMirroredStrategy fed through ``next_batch`` (steps/s);
 2. spark-tensorflow-distributor's ``MirroredStrategyRunner(num_slots=2, use_gpu=False)`` training the
-   same model on in-memory rows (steps/s, seconds to the first step), or the error that stops it.
+   same model on in-memory rows (steps/s, seconds to the first step), or the error that stops it. It
+   runs ``--std-rounds`` times (2), each in a Spark application of its own: one run's steps/s moved
+   by 10-20% from run to run here, and a second run in the same Python workers fails.
 
 Writes a JSON file; every process it started (master, workers and their executors) is stopped by
 process group at the end, also on error.
@@ -92,6 +94,27 @@ class Standalone:
                 os.killpg(proc.pid, signal.SIGKILL)   # what is left of the group (executors)
             except ProcessLookupError:
                 pass
+
+
+def spark_context(master_url, executors=2):
+    """A SparkContext (a new application) on the standalone cluster, once its executors registered."""
+    from pyspark import SparkConf, SparkContext
+    conf = SparkConf().setMaster(master_url).setAppName("bench-peers")
+    for key, value in SPARK_CONF.items():
+        conf.set(key, value)
+    sc = SparkContext(conf=conf)
+    sc.setLogLevel("ERROR")
+    wait_executors(sc, executors)
+    return sc
+
+
+def cached_rows(sc, rows, parts):
+    """The benchmark's MNIST rows as a cached RDD, counted (its Python workers are up afterwards)."""
+    from bench.data import gen_rows
+    rdd = sc.parallelize(range(parts), parts).mapPartitionsWithIndex(
+        lambda i, _: gen_rows("mnist", i, rows, parts)).cache()
+    assert rdd.count() == rows
+    return rdd
 
 
 def wait_executors(sc, count, timeout=120):
@@ -222,6 +245,20 @@ def std_train(rows, parts, batch, epochs):
             "entered_at": entered_at, "tensorflow_imported_at": imported_at}
 
 
+def std_summary(rounds):
+    """spark-tensorflow-distributor's figures over its ``rounds``: the mean steps/s and seconds to the first
+    step, with every round kept; the first round's error when one failed."""
+    failed = [run for run in rounds if "steps_per_s" not in run]
+    if failed:
+        return dict(failed[0], rounds=rounds)
+    mean = lambda key: sum(run[key] for run in rounds) / len(rounds)  # noqa: E731
+    return {"steps_per_s": mean("steps_per_s"), "seconds_to_first_step": mean("seconds_to_first_step"),
+            "steps_per_epoch": rounds[0]["steps_per_epoch"],
+            "tensorflow_imported_before": any(run["tensorflow_imported_before"] for run in rounds),
+            "tensorflow_import_seconds": mean("tensorflow_import_seconds"),
+            "seconds_to_train_fn": mean("seconds_to_train_fn"), "rounds": rounds}
+
+
 def run_std(rows, parts, batch, epochs):
     try:
         from spark_tensorflow_distributor import MirroredStrategyRunner
@@ -245,9 +282,13 @@ def main(argv=None):
     parser.add_argument("--parts", type=int, required=True)
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--std-rounds", type=int, default=2,
+                        help="spark-tensorflow-distributor runs, each in an application of its own")
     parser.add_argument("--dir", default=None)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.std_rounds < 1:
+        parser.error("--std-rounds must be at least 1, got {}".format(args.std_rounds))
     # SIGTERM (the runner's timeout) unwinds through the finally below, which stops the cluster
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ["TFOS_SERVER_HOST"] = "127.0.0.1"
@@ -261,26 +302,23 @@ def main(argv=None):
     try:
         started = time.perf_counter()
         cluster.start()
-        from pyspark import SparkConf, SparkContext
-
-        from bench.data import gen_rows
-        conf = SparkConf().setMaster(cluster.url).setAppName("bench-peers")
-        for key, value in SPARK_CONF.items():
-            conf.set(key, value)
-        sc = SparkContext(conf=conf)
-        sc.setLogLevel("ERROR")
-        wait_executors(sc, 2)
+        sc = spark_context(cluster.url)
         result["standalone_start_seconds"] = time.perf_counter() - started
         rows, parts = args.rows, args.parts
-        rdd = sc.parallelize(range(parts), parts).mapPartitionsWithIndex(
-            lambda i, _: gen_rows("mnist", i, rows, parts)).cache()
-        assert rdd.count() == rows
-        # spark-tensorflow-distributor first, while no Python worker of this application has imported
-        # TensorFlow (as raytfnode's new nodes have not), so start-up is compared cold with cold: after
-        # TensorFlowOnSpark, Spark's reused Python workers have it imported. It runs once: a second
-        # MultiWorkerMirroredStrategy in the same workers fails ("Collective ops are already configured").
-        result["std"] = run_std(rows, parts, args.batch, args.epochs)
-        print("std:", json.dumps(result["std"])[:2000], flush=True)
+        rounds = []
+        for index in range(args.std_rounds):
+            if index:   # a new application: new executors, whose Python workers have not imported TensorFlow
+                sc.stop()
+                sc = spark_context(cluster.url)
+            rdd = cached_rows(sc, rows, parts)
+            # spark-tensorflow-distributor before TensorFlowOnSpark, while no Python worker of this application
+            # has imported TensorFlow (as raytfnode's new nodes have not), so start-up is compared cold with
+            # cold: after TensorFlowOnSpark, Spark's reused Python workers have it imported. One run per
+            # application: a second MultiWorkerMirroredStrategy in the same workers fails ("Collective ops
+            # are already configured").
+            rounds.append(run_std(rows, parts, args.batch, args.epochs))
+            print("std round {}:".format(index + 1), json.dumps(rounds[-1])[:2000], flush=True)
+        result["std"] = std_summary(rounds)
         result["tfos"] = run_tfos(sc, rdd, rows, args.epochs, args.batch, workdir)
         print("tfos:", json.dumps(result["tfos"])[:2000], flush=True)
     except Exception:  # noqa: BLE001

@@ -271,13 +271,14 @@ def measure(bench):
     std = spark.get("std") or {}
     if "steps_per_s" in std:
         around = out["in_memory_around_spark_peers"]
+        theirs = "spark-tensorflow-distributor{}".format(
+            " (mean of its {} runs)".format(len(std["rounds"])) if len(std.get("rounds", ())) > 1 else "")
         out["comparisons"].append(compare("std_training", "training steps/s on in-memory data: raytfnode "
                                           "(InputMode.TENSORFLOW, mean of a run just before and one just after) "
-                                          "vs spark-tensorflow-distributor",
+                                          "vs " + theirs,
                                           statistics.mean(around["steps_per_s"]), std["steps_per_s"], digits=1))
         out["comparisons"].append(compare("std_first_step", "seconds from launch to the first step (in-memory, "
-                                          "TensorFlow not yet imported): raytfnode (the same two runs) vs "
-                                          "spark-tensorflow-distributor",
+                                          "TensorFlow not yet imported): raytfnode (the same two runs) vs " + theirs,
                                           statistics.mean(around["seconds_to_first_step"]),
                                           std["seconds_to_first_step"], higher_is_better=False, digits=1))
     else:

@@ -138,7 +138,8 @@ def _std_warmth(run):
         return ""
     if run["tensorflow_imported_before"]:
         return " (TensorFlow was imported in its Python workers already)"
-    return " (its Python workers imported TensorFlow: {:.1f} s)".format(run["tensorflow_import_seconds"])
+    return " (its Python workers imported TensorFlow: {:.1f} s{})".format(
+        run["tensorflow_import_seconds"], ", mean" if len(run.get("rounds", ())) > 1 else "")
 
 
 def peers_table(results):
@@ -155,8 +156,15 @@ def peers_table(results):
     out = lines
     std = (peers.get("spark_standalone") or {}).get("std") or {}
     if "steps_per_s" in std:
-        out += ["", "* spark-tensorflow-distributor's run: {:.1f} steps/s, first step {:.1f} s after launch{}".format(
-            std["steps_per_s"], std["seconds_to_first_step"], _std_warmth(std))]
+        if len(std.get("rounds", ())) > 1:
+            out += ["", "* spark-tensorflow-distributor's runs (each a Spark application of its own): {} steps/s, "
+                    "first step {} s after launch{}".format(
+                        " and ".join("{:.1f}".format(run["steps_per_s"]) for run in std["rounds"]),
+                        " and ".join("{:.1f}".format(run["seconds_to_first_step"]) for run in std["rounds"]),
+                        _std_warmth(std))]
+        else:
+            out += ["", "* spark-tensorflow-distributor's run: {:.1f} steps/s, first step {:.1f} s after "
+                    "launch{}".format(std["steps_per_s"], std["seconds_to_first_step"], _std_warmth(std))]
         around = peers.get("in_memory_around_spark_peers")
         if around:
             out += ["* raytfnode in-memory just before and just after the standalone peers: {} steps/s, first step "
