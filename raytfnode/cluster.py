@@ -38,6 +38,7 @@ from .feeding import FeedTarget, feed_cached_epoch
 from .manager import manager_address
 from .node import TFNodeActor
 from .progress import FeedProgress
+from .refs import discard
 from .resources import (check_driver_node_fits, check_feasible, check_placement_feasible, describe_request,
                         node_request, object_store_bytes, placement_waves)
 from .restart import Failure, RestartPolicy
@@ -702,13 +703,8 @@ class TFCluster:
         ``PROBE_SECONDS`` is left to the feed's own checks, which name a dead one.
         """
         refs = [self.queue_actors[eid].put_markers.remote(qname, list(markers)) for eid in self._fed()]
-        ready, late = ray.wait(refs, num_returns=len(refs), timeout=PROBE_SECONDS)
-        self._stray_refs.extend(late)
-        for ref in ready:
-            try:
-                ray.get(ref)
-            except Exception:  # noqa: BLE001  (a dead queue actor: the next feed or shutdown names it)
-                pass
+        # a dead queue actor's error is not raised here: the next feed or shutdown names it
+        self._stray_refs.extend(discard(refs, PROBE_SECONDS))
 
     def _check_recovered(self):
         """Records when the restarted nodes consume again (the end of a recovery)."""
@@ -873,14 +869,7 @@ class TFCluster:
     def _settle_stray_refs(self):
         """Reads the refs given up on, so that Ray does not print their errors as unhandled ones."""
         refs, self._stray_refs = self._stray_refs, []
-        if not refs:
-            return
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=2.0)
-        for ref in ready:
-            try:
-                ray.get(ref)
-            except Exception:  # noqa: BLE001
-                pass
+        discard(refs, 2.0)
 
     def tensorboard_url(self):
         """URL of the TensorBoard server of the cluster, or ``None`` when ``tensorboard=False``."""

@@ -19,12 +19,16 @@ import ray
 from .chunks import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_ROWS, chunk_rows
 from .errors import BadInputError, FeedError
 from .guard import GuardedHandle
+from .refs import discard
 from .stored import StoredRows, StoredRun
 from .worker_ray import connect_worker
 
 logger = logging.getLogger(__name__)
 
 MAX_PUTS_IN_FLIGHT = 4
+# a failed feed's calls still in flight are read this long: a failure wakes every waiting call (the queue
+# records it), so they end quickly
+DISCARD_SECONDS = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +133,7 @@ def _settle(calls, slots, node_names, results, limit):
             try:
                 results.append((slot, rows, ray.get(ref)))
             except BaseException:
-                _discard(list(calls))
+                discard(calls, DISCARD_SECONDS)
                 raise
 
 
@@ -319,21 +323,9 @@ def _gather_consumed(target, waits, where, stats):
             stats["consumed"] += summary["consumed"]
             stats["skipped"] += summary["skipped"]
     except BaseException:
-        _discard([ref for _, ref in waits])
+        discard([ref for _, ref in waits], DISCARD_SECONDS)
         raise
 
-
-def _discard(refs, timeout=5.0):
-    """Reads calls whose answers no longer matter (the feed failed), so Ray prints none as unhandled.
-
-    A failure wakes every waiting call (the queue records it), so they end quickly.
-    """
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-    for ref in ready:
-        try:
-            ray.get(ref)
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def feed_inference_partition(target, partition, rows=None, chunks=None, run_id=""):

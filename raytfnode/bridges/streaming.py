@@ -52,6 +52,7 @@ from ray.exceptions import RayActorError
 
 from ..errors import BadInputError, FeedError, NodeError, RayTFNodeError, actor_death_message
 from ..feed_queue import END_EPOCH, END_FEED
+from ..refs import discard
 from .errors import unwrap
 
 logger = logging.getLogger(__name__)
@@ -137,13 +138,7 @@ class _NodeWatch:
         """Reads the join calls on nodes that a restart stopped, so Ray reports none as an unhandled error."""
         with self.lock:
             refs, self.pending = list(self.pending), {}
-        if refs:
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=2.0)
-            for ref in ready:
-                try:
-                    ray.get(ref)
-                except Exception:  # noqa: BLE001
-                    pass
+        discard(refs, 2.0)
 
     def fed_nodes_finished(self):
         """Whether every fed node's ``map_fun`` returned."""
