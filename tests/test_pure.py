@@ -1,5 +1,6 @@
 """Pure functions of raytfnode, no Ray cluster: roles, paths, chunk encoding, balanced splitting."""
 import collections
+import sys
 import getpass
 import json
 import random
@@ -355,6 +356,26 @@ def test_chunk_rows_copies_array_rows_into_the_same_chunks_as_stacking_them(make
     _assert_same_chunks(got, _encoded_in_runs(rows, per_chunk))
     assert [row[1] if isinstance(row, tuple) else None for row in (r for c in got for r in c.rows())] == \
         [row[1] if isinstance(row, tuple) else None for row in rows]
+
+
+def test_chunk_rows_holds_about_target_bytes_of_the_python_rows_it_buffers():
+    # ten Python floats are 80 bytes in a chunk but about 370 as a tuple: the tuples a chunk waits for
+    # are what bounds it, not its encoded size
+    rows = [tuple(float(i + k) for k in range(10)) for i in range(3000)]
+    target = 64 << 10
+    got = list(chunks.chunk_rows(iter(rows), target_bytes=target, max_rows=1 << 20))
+    row_objects = sys.getsizeof(rows[0]) + sum(sys.getsizeof(v) for v in rows[0]) + 8   # + its list slot
+    assert target / 2 < got[0].num_rows * row_objects <= target
+    assert got[0].nbytes < target / 4
+    assert [c.num_rows for c in got[:-1]] == [got[0].num_rows] * (len(got) - 1)
+    assert [r for c in got for r in c.rows()] == rows
+
+
+def test_chunk_rows_puts_300000_one_number_rows_in_one_chunk_by_default():
+    # every chunk costs actor calls: small rows make few, large chunks (about 36 bytes each as Python ints)
+    got = list(chunks.chunk_rows(iter(range(300000))))
+    assert [c.num_rows for c in got] == [300000]
+    assert got[0].columns[0].dtype == np.int64 and got[0].columns[0][-1] == 299999
 
 
 def test_chunk_rows_gives_a_chunk_with_a_differing_row_numpys_type_promotion():
