@@ -275,8 +275,14 @@ def rows_per_chunk(example_row, target_bytes, max_rows, buffered=False):
 
 
 def _python_bytes(value):
-    """About the memory ``value`` takes as Python objects (a list or tuple from its first 64 items)."""
-    size = sys.getsizeof(value)
+    """About the memory ``value`` takes as Python objects (a list or tuple from its first 64 items).
+
+    An object that cannot tell its size counts 64 bytes: an estimate must never fail a feed.
+    """
+    try:
+        size = sys.getsizeof(value)
+    except Exception:  # noqa: BLE001  (a broken __sizeof__)
+        size = 64
     if isinstance(value, (list, tuple)) and value:
         items = value[:64]
         size += sum(_python_bytes(v) for v in items) * len(value) / len(items)

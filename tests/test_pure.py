@@ -371,6 +371,16 @@ def test_chunk_rows_holds_about_target_bytes_of_the_python_rows_it_buffers():
     assert [r for c in got for r in c.rows()] == rows
 
 
+def test_chunk_rows_cuts_rows_whose_objects_cannot_tell_their_size():
+    class Opaque:
+        def __sizeof__(self):
+            raise RuntimeError("no size")
+
+    rows = [(Opaque(), i) for i in range(5)]
+    got = list(chunks.chunk_rows(iter(rows)))
+    assert [c.num_rows for c in got] == [5] and [r[1] for r in got[0].rows()] == list(range(5))
+
+
 def test_chunk_rows_puts_300000_one_number_rows_in_one_chunk_by_default():
     # every chunk costs actor calls: small rows make few, large chunks (about 36 bytes each as Python ints)
     got = list(chunks.chunk_rows(iter(range(300000))))
